@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` (the main job) and `make test` (every test, notebooks included).
+# Both create or reuse a local virtualenv in .venv and install what they need into it.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and only when missing: pick a build, e.g. `make demo TORCH=torch==2.13.0`
+TORCH  ?= torch
+STAMP  := $(VENV)/.mariofm-installed
+
+.PHONY: demo test lint lab clean-outputs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m mariofm demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	MARIOFM_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks
+
+clean-outputs:
+	rm -rf outputs

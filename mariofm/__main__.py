@@ -1,0 +1,3 @@
+from mariofm.cli import main
+
+raise SystemExit(main())

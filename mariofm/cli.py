@@ -1,0 +1,45 @@
+"""`python -m mariofm record|train|generate|evaluate|export|demo` — each subcommand lives beside the code it runs.
+
+Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds its parser and sets
+`func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "record": "mariofm.record",
+    "train": "mariofm.train",
+    "generate": "mariofm.generate",
+    "evaluate": "mariofm.evaluate",
+    "export": "mariofm.export",
+    "demo": "mariofm.demo",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mariofm", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="|".join(COMMANDS))
+    for name, module in COMMANDS.items():
+        if only is None or only == name:
+            try:
+                importlib.import_module(module).add_cli(subparsers)
+            except ModuleNotFoundError as err:
+                if err.name != module:  # a real missing dependency, not a command still to come
+                    raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # import only the module of the chosen command; fall back to all of them for --help
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

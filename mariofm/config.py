@@ -1,0 +1,155 @@
+"""One dataclass holds every setting of a run; named presets size it for a machine.
+
+    cfg = preset("cpu", lr=3e-4)     # a preset with one field changed
+    cfg.diff(preset("cpu"))          # {"lr": (0.0003, 0.0005)}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class Config:
+    # --- data: clips of (C, T, H, W) in [-1, 1] ---------------------------------------------------
+    video_height: int = 240  # the NES screen is 240x256
+    video_width: int = 256
+    video_channels: int = 3
+    sequence_length: int = 60  # frames per training clip
+    frame_stride: int = 1  # keep every k-th recorded frame (recordings are 30 fps by default)
+    # --- model: the 3D UNet -----------------------------------------------------------------------
+    base_ch: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # one entry per resolution level
+    num_res_blocks: int = 1  # residual blocks per level
+    time_dim: int = 256  # width of the time embedding
+    conv: str = "3d"  # "3d" (3x3x3) or "2+1d" (1x3x3 then 3x1x1)
+    patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
+    temporal_attention: bool = False  # self-attention over frames at the lowest resolution
+    dropout: float = 0.0
+    grad_checkpoint: bool = False  # recompute activations in backward to save memory
+    # --- training ---------------------------------------------------------------------------------
+    batch_size: int = 2
+    epochs: int = 50
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    time_sampling: str = "uniform"  # "uniform" or "logit_normal"
+    amp: bool = True  # bf16/fp16 autocast on CUDA
+    seed: int = 0
+    # --- sampling and output ----------------------------------------------------------------------
+    sample_steps: int = 50
+    solver: str = "heun"  # "heun" or "euler"
+    fps: int = 30
+    video_duration: int = 5  # seconds of video the seed design aimed for
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(self.channel_mults)
+        validate(self)
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mults)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["channel_mults"] = list(self.channel_mults)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def diff(self, other: Config) -> dict[str, tuple]:
+        """Fields whose values differ, as {name: (self's, other's)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+_POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride",
+             "base_ch", "num_res_blocks", "patch_size", "time_dim", "batch_size", "epochs", "sample_steps", "fps")
+_CHOICES = {"conv": ("3d", "2+1d"), "time_sampling": ("uniform", "logit_normal"), "solver": ("heun", "euler")}
+
+
+def validate(cfg: Config) -> None:
+    """Raise ValueError naming the field and a valid value when a setting cannot work."""
+    for name in _POSITIVE:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config field {name}={value!r} must be a positive integer, e.g. {name}=1")
+    for name, choices in _CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be one of {choices}")
+    if not cfg.channel_mults or any(int(m) <= 0 for m in cfg.channel_mults):
+        raise ValueError(f"config field channel_mults={cfg.channel_mults!r} must be positive, e.g. (1, 2, 4)")
+    factor = cfg.patch_size * 2 ** (cfg.levels - 1)  # patchify, then halve H and W at every level but the last
+    for name in ("video_height", "video_width"):
+        value = getattr(cfg, name)
+        if value % factor:
+            ok = max(factor, round(value / factor) * factor)
+            raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
+                             f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
+    if cfg.base_ch % 8:
+        raise ValueError(f"config field base_ch={cfg.base_ch} must be a multiple of 8 (GroupNorm groups), "
+                         f"e.g. base_ch={max(8, cfg.base_ch // 8 * 8)}")
+    for name in ("lr", "ema_decay"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
+    if not 0 < cfg.ema_decay < 1:
+        raise ValueError(f"config field ema_decay={cfg.ema_decay!r} must lie in (0, 1), e.g. 0.999")
+
+
+PRESETS: dict[str, dict] = {
+    # a train step in well under a second on 2 CPU cores: tests, CI, notebook smoke runs
+    "smoke": dict(video_height=32, video_width=32, sequence_length=4, frame_stride=2, base_ch=8,
+                  channel_mults=(1, 2), time_dim=32, conv="2+1d", batch_size=2, epochs=1, warmup_steps=2,
+                  sample_steps=4, fps=15),
+    # a learner without a GPU: small frames, few of them, a factorised net that trains in minutes
+    "cpu": dict(video_height=60, video_width=64, sequence_length=8, frame_stride=2, patch_size=2, base_ch=32,
+                channel_mults=(1, 2), time_dim=128, conv="2+1d", batch_size=4, lr=5e-4, warmup_steps=100,
+                ema_decay=0.995, sample_steps=20, fps=15),
+    # one 16 GB GPU (Colab's T4) with mixed precision
+    "colab": dict(video_height=120, video_width=128, sequence_length=16, frame_stride=2, base_ch=64,
+                  channel_mults=(1, 2, 4, 4), conv="2+1d", temporal_attention=True, batch_size=4, lr=2e-4,
+                  fps=15),
+    # the seed design: full 3x3x3 convolutions on 60 full-size frames, 21.9M parameters
+    "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, grad_checkpoint=True),
+}
+
+
+def preset(name: str, **overrides) -> Config:
+    """The named preset's Config, with `overrides` applied on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return Config(**{**PRESETS[name], **overrides})
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn CLI `key=value` strings into typed overrides using the dataclass field types."""
+    defaults = Config()
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise ValueError(f"bad --set {pair!r}: expected key=value with key one of "
+                             f"{[f.name for f in fields(Config)]}")
+        current = getattr(defaults, key)
+        if isinstance(current, bool):
+            out[key] = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, tuple):
+            out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
+        else:
+            out[key] = type(current)(raw)
+    return out
+
+
+__all__ = ["Config", "PRESETS", "preset", "parse_overrides", "validate"]

@@ -1,0 +1,108 @@
+"""The flow-matching objective: a straight path from data to noise, and the velocity along it.
+
+    x_t = (1 − t)·x0 + t·ε          t = 0: data x0,  t = 1: noise ε ~ N(0, I)
+    v*  = d x_t / dt = ε − x0       the velocity of that path (the same at every t)
+    loss = E_{t, x0, ε} ‖v_θ(x_t, t) − v*‖²   (mean over every dimension)
+
+The network never sees x0 or ε, only x_t, so the best it can do is the average of v* over all the (x0, ε) pairs
+that pass through x_t: v(x, t) = E[ε − x0 | x_t = x]. That field carries noise to data when integrated from
+t = 1 to t = 0 (mariofm.sample); mariofm.analytic writes it in closed form for Gaussian data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Any `velocity(x, t) -> dx/dt` with x of shape (B, ...) and t of shape (B,): the UNet, its EMA copy, a formula."""
+
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+def _per_sample(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View t of shape (B,) as (B, 1, ..., 1) so that it scales each sample of x."""
+    if t.shape != x.shape[:1]:
+        raise ValueError(f"t must have shape (B,)={tuple(x.shape[:1])}, one time per sample; got {tuple(t.shape)}")
+    return t.reshape(-1, *(1,) * (x.ndim - 1))
+
+
+def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 − t)·x0 + t·ε, with one t per sample (shape (B,)) broadcast over the other dims."""
+    t = _per_sample(t, x0).to(x0.dtype)
+    return (1 - t) * x0 + t * noise
+
+
+def target_velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v* = ε − x0, the time derivative of `interpolate` (the path is a straight line)."""
+    return noise - x0
+
+
+def sample_t(batch: int, kind: str = "uniform", *, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """Draw B training times in [0, 1).
+
+    "uniform":      t ~ U[0, 1).
+    "logit_normal": t = sigmoid(n), n ~ N(mean, std²) (Esser et al. 2024, SD3): t lies in (0, 1), its median is
+                    sigmoid(mean), and it puts more weight in the middle, where predicting v* is hardest.
+    """
+    # draw where the generator lives, then move: a CPU generator gives the same times on every device
+    where = generator.device if generator is not None else device
+    if kind == "uniform":
+        t = torch.rand(batch, generator=generator, device=where)
+    elif kind == "logit_normal":
+        t = torch.sigmoid(mean + std * torch.randn(batch, generator=generator, device=where))
+    else:
+        raise ValueError(f"time sampling kind={kind!r} is unknown; choose one of {TIME_SAMPLINGS}")
+    return t.to(device) if device is not None else t
+
+
+def fm_loss(model: Velocity, x0: torch.Tensor, *, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+            time_sampling: str = "uniform", generator: torch.Generator | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The flow-matching loss of `model(x_t, t) -> velocity` on a batch of data x0 of shape (B, ...).
+
+    t and noise are drawn (with `generator`, if given) unless passed in. Returns
+        loss        scalar, the mean of per_sample: call loss.backward()
+        per_sample  (B,) the MSE of each sample, averaged over its dimensions. NOT detached (it shares loss's
+                    graph, so a caller may reweight it); call .detach() before logging it.
+        t           (B,) the times used, e.g. for `loss_by_t`.
+    """
+    if t is None:
+        t = sample_t(x0.shape[0], time_sampling, generator=generator, device=x0.device)
+    if noise is None:
+        where = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=where, dtype=x0.dtype).to(x0.device)
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}; they must match")
+    t = t.to(device=x0.device, dtype=x0.dtype)
+    x_t = interpolate(x0, noise, t)
+    v = model(x_t, t)
+    if v.shape != x0.shape:
+        raise ValueError(f"the model returned shape {tuple(v.shape)} for input {tuple(x0.shape)}; a velocity "
+                         "model must return a tensor of its input's shape")
+    # compute the error in x0's precision: under autocast the model may return bf16
+    per_sample = (v.to(x0.dtype) - target_velocity(x0, noise)).square().flatten(1).mean(1)
+    return per_sample.mean(), per_sample, t
+
+
+def loss_by_t(t: torch.Tensor, per_sample: torch.Tensor, bins: int = 10,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean loss in `bins` equal bins of t over [0, 1]: (bin_centres, mean_loss, count), each of shape (bins,).
+
+    Pass the t and per_sample of many batches, concatenated. Empty bins have mean_loss nan (matplotlib leaves a
+    gap). Even a perfect model keeps a loss at both ends: near t = 0, x_t ≈ x0 says nothing about ε (the
+    loss tends to Var ε = 1 per dim); near t = 1, x_t ≈ ε says little about x0 (it tends to Var x0 per dim).
+    """
+    if t.shape != per_sample.shape or t.ndim != 1:
+        raise ValueError(f"t {tuple(t.shape)} and per_sample {tuple(per_sample.shape)} must both have shape (N,)")
+    t, loss = t.detach().cpu().double(), per_sample.detach().cpu().double()
+    index = (t * bins).long().clamp(0, bins - 1)  # t = 1 falls into the last bin
+    count = torch.bincount(index, minlength=bins)
+    total = torch.bincount(index, weights=loss, minlength=bins)
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    return centres, total / count, count  # 0 / 0 = nan for an empty bin
+
+
+__all__ = ["Velocity", "interpolate", "target_velocity", "sample_t", "fm_loss", "loss_by_t"]

@@ -1,0 +1,95 @@
+"""Sampling: integrate the learned ODE dx/dt = v(x, t) from noise (t = 1) back to data (t = 0).
+
+A uniform grid 1 = t_0 > t_1 > ... > t_N = 0 with step h = t_{i+1} − t_i < 0, and one of two solvers:
+
+    Euler (order 1, 1 evaluation per step):   x ← x + h·v(x, t)
+    Heun  (order 2, 2 evaluations per step):  x̃ ← x + h·v(x, t)                       predict with Euler,
+                                              x ← x + h/2·(v(x, t) + v(x̃, t + h))      correct with the slope average
+
+Halving h divides Euler's error by about 2 and Heun's by about 4: at equal cost (NFE) Heun wins whenever the field
+is smooth. `sample` skips the corrector of the last step, as EDM does (Karras et al. 2022): that step is plain
+Euler, so 2·steps − 1 evaluations. One Euler step adds an error O(h²), the same order as Heun's global error, so
+the order stays 2; and the net is never asked for v at t = 0, an end that training visits rarely (logit-normal t
+almost never). `final_corrector=True` gives textbook Heun, 2 per step, exactly torchdiffeq's "heun2".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from mariofm.flow import Velocity
+
+SOLVERS = ("euler", "heun")
+
+
+def nfe(steps: int, solver: str = "heun", *, final_corrector: bool = False) -> int:
+    """Velocity evaluations (network forward passes) of `steps` steps: Euler 1 per step, Heun 2 per step less
+    one when the last step skips its corrector (the default of `sample`)."""
+    _check(steps, solver)
+    return steps if solver == "euler" else 2 * steps - (not final_corrector)
+
+
+def _check(steps: int, solver: str) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is unknown; choose one of {SOLVERS}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer, e.g. steps=20")
+
+
+@torch.no_grad()
+def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float, steps: int,
+              solver: str = "heun", *, final_corrector: bool = True, progress: bool = False,
+              callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) from x at t_start to t_end on a uniform grid of `steps` steps.
+
+    Either direction works: `sample` runs 1 → 0, `mariofm.likelihood` runs 0 → 1. final_corrector=False makes
+    the last Heun step an Euler step (see the module docstring). `callback(i, t, x)` sees the state at every
+    grid time, i = 0 (the start) to steps. Runs under torch.no_grad() — not inference_mode, so a velocity that
+    needs autograd inside (the likelihood's divergence) can switch it back on.
+    """
+    _check(steps, solver)
+    grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64).tolist()
+
+    def v(x: torch.Tensor, t: float) -> torch.Tensor:
+        out = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))  # one t per sample
+        if out.shape != x.shape:
+            raise ValueError(f"the velocity returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+                             "it must return a tensor of its input's shape")
+        return out
+
+    if callback is not None:
+        callback(0, grid[0], x)
+    for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        slope = v(x, t)
+        if solver == "heun" and (final_corrector or i < steps - 1):
+            slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
+        x = x + h * slope
+        if callback is not None:
+            callback(i + 1, grid[i + 1], x)
+    return x
+
+
+def sample(velocity: Velocity, x1: torch.Tensor, steps: int, solver: str = "heun", *, t_end: float = 0.0,
+           final_corrector: bool = False, progress: bool = False,
+           callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Carry noise x1 (B, ...) at t = 1 to a sample at t = t_end (0: data) with `steps` Euler or Heun steps.
+
+    `velocity(x, t)` is any callable with t of shape (B,): the UNet (in eval mode), its EMA copy, or
+    `mariofm.analytic.gaussian_velocity`. Deterministic: the same x1 gives the same sample. Costs
+    `nfe(steps, solver, final_corrector=final_corrector)` evaluations. To keep the intermediate states (e.g. for
+    a notebook figure):
+
+        path = []
+        x0 = sample(model, torch.randn(4, 3, 8, 60, 64), 20, callback=lambda i, t, x: path.append(x.cpu()))
+    """
+    if not 0.0 <= t_end < 1.0:
+        raise ValueError(f"t_end={t_end!r} must lie in [0, 1): sampling runs from noise at t = 1 down to t_end")
+    return solve_ode(velocity, x1, 1.0, t_end, steps, solver, final_corrector=final_corrector, progress=progress,
+                     callback=callback)
+
+
+__all__ = ["SOLVERS", "nfe", "solve_ode", "sample"]

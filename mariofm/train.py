@@ -1,0 +1,506 @@
+"""Train a VideoUNet on recorded gameplay with flow matching — the whole loop in one file.
+
+    python -m mariofm train --preset cpu --data data_video/mario --out runs/cpu --minutes 10
+    python -m mariofm train --resume runs/cpu            # continue exactly where it stopped
+
+One step: draw a batch of real clips x0, noise ε and times t, take the flow-matching loss (mariofm.flow), step
+AdamW, update the EMA copy. Around it: a cosine schedule with linear warmup, gradient clipping, mixed precision
+on CUDA, atomic checkpoints (every N steps, at the end, on Ctrl-C/SIGTERM), samples from the EMA model with
+fixed noise after every epoch, and a metrics log. The run folder holds:
+
+    config.json  metrics.jsonl  loss_curve.png  checkpoint.pt (to resume)  video_model.pt (to generate)
+    sample_epoch{N}.gif  grid_epoch{N}.gif
+
+Determinism: the batch order of epoch e is a permutation seeded by (seed, e), and noise and t come from one
+generator whose state is checkpointed, so a resumed run on the CPU reaches the same weights as an uninterrupted
+one. Under `torchrun` every rank draws the same global batch and noise and keeps its own slice, so N processes
+compute exactly what one process computes with the same global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import pickle
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mariofm.config import Config, parse_overrides, preset
+from mariofm.flow import fm_loss, loss_by_t, sample_t
+from mariofm.unet import VideoUNet
+
+CHECKPOINT = "checkpoint.pt"  # everything needed to resume
+MODEL = "video_model.pt"  # config + weights, all that generation needs
+NUM_SAMPLES = 4  # clips in grid_epoch{N}.gif
+
+
+class ConfigMismatchError(ValueError):
+    """A checkpoint was made with another config than the one asked for."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a crash mid-write never leaves a half checkpoint behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint as plain tensors and containers; never run code stored in the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT if (path / CHECKPOINT).exists() else path / MODEL
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m mariofm train`")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f"refusing to load {path}: it holds objects other than tensors and plain data, and loading it "
+            f"could run arbitrary code. Only load checkpoints written by mariofm. ({err})") from None
+
+
+def check_config(saved: dict, cfg: Config, where: str | Path) -> None:
+    differing = Config.from_dict(saved).diff(cfg)
+    if differing:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in differing.items())
+        raise ConfigMismatchError(f"{where} was trained with a different config ({lines}). Resume without "
+                                  f"--preset/--set to use the checkpoint's config, or start a new run folder.")
+
+
+# ----------------------------------------------------------------------------------------------- the pieces
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return Dist()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device, cfg: Config) -> torch.dtype | None:
+    """bf16 on CUDA where supported, else fp16 (with a GradScaler); fp32 on the CPU, which measured faster."""
+    if device.type != "cuda" or not cfg.amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: Config, warmup: int, progress) -> LambdaLR:
+    """Linear warmup to cfg.lr over `warmup` steps, then cosine annealing down to cfg.lr / 10 as the budget is
+    spent. `progress(step)` is the fraction spent: steps / max_steps, or seconds / budget for a wall-clock budget,
+    whose step count nobody knows in advance. That is why this is torch's LambdaLR with the cosine written out
+    rather than CosineAnnealingLR, which needs the number of steps up front."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress(step))))
+    return LambdaLR(opt, factor)
+
+
+def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: a permutation seeded by (seed, epoch), the ragged tail dropped."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)]
+
+
+@torch.no_grad()
+def validation_loss(model, clips: torch.Tensor, t_grid: int = 8, seed: int = 0) -> float:
+    """FM loss averaged over a fixed t grid (midpoints of [0, 1]) with fixed noise: comparable across runs."""
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
+        noise = torch.randn(clips.shape, generator=g).to(clips.device)
+        t = torch.full((clips.shape[0],), float(t_value), device=clips.device)
+        total += fm_loss(model, clips, t=t, noise=noise)[0].item()
+    return total / t_grid
+
+
+def plot_losses(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train (running mean)")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation (EMA, fixed t grid)")
+    ax.set(xlabel="step", ylabel="flow-matching loss", yscale="log", title="mariofm training")
+    if train or val:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------- run state
+@dataclass
+class Run:
+    """What changes while training — exactly what a checkpoint stores, so resuming is `load_state_dict`."""
+    cfg: Config
+    model: VideoUNet
+    ema: AveragedModel
+    opt: torch.optim.Optimizer
+    sched: LambdaLR | None
+    scaler: torch.amp.GradScaler
+    noise_gen: torch.Generator  # draws ε and t for every step: the same stream on every rank
+    max_steps: int | None  # from an epochs or steps budget
+    budget_s: float | None  # from a minutes budget
+    budget: tuple  # (epochs, steps, minutes) as asked for, kept for --resume
+    step: int = 0
+    micro_batches: int = 1  # > 1 after a CUDA out-of-memory error
+    elapsed: float = 0.0  # seconds of training so far, over all sessions
+
+    @classmethod
+    def create(cls, cfg: Config, dev: torch.device, max_steps: int | None, budget_s: float | None,
+               budget: tuple) -> Run:
+        torch.manual_seed(cfg.seed)
+        model = VideoUNet(cfg).to(dev)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        scaler = torch.amp.GradScaler(dev.type, enabled=autocast_dtype(dev, cfg) == torch.float16)
+        run = cls(cfg, model, ema, opt, None, scaler, torch.Generator().manual_seed(cfg.seed + 1), max_steps,
+                  budget_s, tuple(budget))
+        warmup = max(1, min(cfg.warmup_steps, max_steps // 2)) if max_steps else cfg.warmup_steps
+        run.sched = make_scheduler(opt, cfg, warmup, run.progress)
+        return run
+
+    def progress(self, step: int) -> float:
+        """The fraction of the budget spent at `step` (of steps or of seconds: the larger, if both are set)."""
+        spent = [step / self.max_steps] if self.max_steps else []
+        if self.budget_s:
+            spent.append(self.elapsed / self.budget_s)
+        return max(spent, default=0.0)
+
+    def finished(self) -> bool:
+        return self.step == self.max_steps or bool(self.budget_s and self.elapsed >= self.budget_s)
+
+    def state_dict(self) -> dict:
+        return dict(config=self.cfg.to_dict(), model=self.model.state_dict(), ema=self.ema.state_dict(),
+                    optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+                    scaler=self.scaler.state_dict(), rng=dict(noise=self.noise_gen.get_state(),
+                                                              torch=torch.get_rng_state()),
+                    step=self.step, micro_batches=self.micro_batches, elapsed=self.elapsed,
+                    budget=list(self.budget))
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.noise_gen.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step, self.micro_batches, self.elapsed = state["step"], state["micro_batches"], state["elapsed"]
+
+    def save(self, out: Path) -> None:
+        """checkpoint.pt to resume; video_model.pt with just the config and weights, to generate."""
+        save_atomic(self.state_dict(), out / CHECKPOINT)
+        save_atomic(dict(config=self.cfg.to_dict(), ema=self.ema.module.state_dict(),
+                         model=self.model.state_dict(), step=self.step), out / MODEL)
+
+
+class MetricsLog:
+    """metrics.jsonl: a row every `every` steps (running loss, lr, clips/s, loss by t) and one per evaluation."""
+
+    def __init__(self, path: Path | None, every: int):
+        self.path, self.every = path, every
+        self.file = open(path, "a") if path else None  # noqa: SIM115 - closed in close()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.t, self.losses, self.clips, self.began = [], [], 0, time.perf_counter()
+
+    def add(self, run: Run, epoch: int, t: torch.Tensor, per_sample: torch.Tensor, clips: int) -> dict | None:
+        self.t.append(t.cpu())
+        self.losses.append(per_sample.detach().cpu())
+        self.clips += clips
+        if run.step % self.every and not run.finished():
+            return None
+        t, losses = torch.cat(self.t), torch.cat(self.losses)
+        by_t = loss_by_t(t, losses)[1].tolist()
+        row = dict(step=run.step, epoch=epoch, loss=losses.mean().item(), lr=run.sched.get_last_lr()[0],
+                   clips_per_s=self.clips / (time.perf_counter() - self.began), elapsed_s=round(run.elapsed, 2),
+                   loss_by_t=[None if math.isnan(v) else v for v in by_t])
+        self.write(row)
+        self._reset()
+        return row
+
+    def write(self, row: dict) -> None:
+        if self.file:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            plot_losses(self.path, self.path.with_name("loss_curve.png"))
+
+
+# ----------------------------------------------------------------------------------------------- training
+def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int | None = None,
+          steps: int | None = None, minutes: float | None = None, resume: bool = False,
+          device: str | None = None, checkpoint_every: int = 200, sample_every: int = 1, log_every: int = 10,
+          workers: int = 0, compile: bool = False, progress: bool = True,
+          stop_at: int | None = None) -> Path:
+    """Train and return the run folder. The budget is whichever of epochs/steps/minutes ends first
+    (cfg.epochs when none is given). `stop_at` ends this session after that step with a checkpoint, as
+    Ctrl-C would: split a long run over several sessions (Colab) and continue with `resume=True`."""
+    from mariofm.data import MarioClips
+
+    out, dev = Path(out), pick_device(device)
+    dist = setup_distributed(dev)
+    saved = load_checkpoint(out / CHECKPOINT) if resume else None
+    if saved is not None:
+        if cfg is not None:
+            check_config(saved["config"], cfg, out / CHECKPOINT)
+        cfg = Config.from_dict(saved["config"])
+        epochs, steps, minutes = saved["budget"]
+    cfg = cfg or preset("cpu")
+    if epochs is None and steps is None and minutes is None:
+        epochs = cfg.epochs
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world} processes")
+
+    train_set = MarioClips.from_config(cfg, data, split="train")
+    val_set = MarioClips.from_config(cfg, data, split="val")
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training clips in {data} is fewer than one batch of "
+                         f"{cfg.batch_size}; record more clips or lower --set batch_size=...")
+    max_steps = min((n for n in (steps, epochs and epochs * steps_per_epoch) if n), default=None)
+    run = Run.create(cfg, dev, max_steps, minutes and minutes * 60, (epochs, steps, minutes))
+    if saved is not None:
+        run.load_state_dict(saved)
+
+    net = run.model
+    if dist.world > 1:
+        net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        net = torch.compile(net)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    held_out = val_set if len(val_set) else train_set  # tiny data sets may have no validation window
+    evaluate = EpochEvaluation(run, held_out, out, dev) if dist.main else None
+    log = MetricsLog(out / "metrics.jsonl" if dist.main else None, log_every)
+    bar = tqdm(total=max_steps, initial=run.step, disable=not (progress and dist.main), unit="step",
+               dynamic_ncols=True)
+    local = cfg.batch_size // dist.world
+    shape = (cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
+    start = time.perf_counter() - run.elapsed
+    epoch = run.step // steps_per_epoch
+    try:
+        with sigterm_as_interrupt():
+            while True:
+                batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch)[run.step % steps_per_epoch:]
+                mine = [b[dist.rank * local:(dist.rank + 1) * local] for b in batches]
+                for x0 in DataLoader(train_set, batch_sampler=mine, num_workers=workers, collate_fn=stack_videos,
+                                     pin_memory=dev.type == "cuda"):
+                    # every rank draws the whole global batch's noise and t and keeps its own slice
+                    noise = torch.randn((cfg.batch_size, *shape), generator=run.noise_gen)
+                    t = sample_t(cfg.batch_size, cfg.time_sampling, generator=run.noise_gen)
+                    noise, t = (v[dist.rank * local:(dist.rank + 1) * local].to(dev) for v in (noise, t))
+                    loss, per_sample = train_step(net, run, x0.to(dev, non_blocking=True), noise, t, dev)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss} at step {run.step + 1}; stopping. The last good checkpoint "
+                            f"({out / CHECKPOINT}, step {run.step - run.step % checkpoint_every}) is untouched. "
+                            f"Try a lower --set lr=... or --set grad_clip=...")
+                    run.sched.step()
+                    run.ema.update_parameters(run.model)
+                    run.step += 1
+                    run.elapsed = time.perf_counter() - start
+                    bar.update(1)
+                    row = log.add(run, epoch, t, per_sample, cfg.batch_size)
+                    if row:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.1e}",
+                                        clips_s=f"{row['clips_per_s']:.1f}")
+                    if run.step % checkpoint_every == 0 and dist.main:
+                        run.save(out)
+                    if run.finished() or run.step == stop_at:
+                        break
+                else:  # the epoch ran to its end
+                    epoch += 1
+                    if evaluate and epoch % sample_every == 0:
+                        bar.write(f"epoch {epoch}: validation loss {log_evaluation(evaluate, log, epoch):.4f}")
+                    continue
+                break
+            if evaluate and run.step != stop_at:  # a finished run ends with samples of where it got to
+                log_evaluation(evaluate, log, epoch + 1)
+            if dist.main:
+                run.save(out)
+    except KeyboardInterrupt:
+        if dist.main:
+            run.save(out)
+        bar.write(f"interrupted at step {run.step}: checkpoint saved; continue with --resume {out}")
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return out
+
+
+class EpochEvaluation:
+    """After an epoch: samples from the EMA model with fixed noise (comparable across epochs and runs) as
+    sample_epoch{N}.gif / grid_epoch{N}.gif, and the validation loss at a fixed t grid with fixed noise."""
+
+    def __init__(self, run: Run, held_out, out: Path, dev: torch.device, clips: int = 16):
+        cfg = run.cfg
+        shape = (NUM_SAMPLES, cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
+        self.noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed + 2))
+        self.val_clips = stack_videos([held_out[i] for i in range(min(len(held_out), clips))]).to(dev)
+        self.run, self.out, self.dev = run, out, dev
+
+    def __call__(self, epoch: int) -> float:
+        from mariofm.generate import sample_videos
+        from mariofm.video import video_grid, write_gif
+
+        cfg, model = self.run.cfg, self.run.ema.module
+        videos = sample_videos(model, self.noise, cfg.sample_steps, cfg.solver, device=self.dev)
+        write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
+        write_gif(self.out / f"grid_epoch{epoch}.gif", video_grid(videos), cfg.fps)
+        return validation_loss(model, self.val_clips, seed=cfg.seed)
+
+
+def log_evaluation(evaluate: EpochEvaluation, log: MetricsLog, epoch: int) -> float:
+    val_loss = evaluate(epoch)
+    log.write(dict(step=evaluate.run.step, epoch=epoch, val_loss=val_loss))
+    return val_loss
+
+
+def stack_videos(items: list[dict]) -> torch.Tensor:
+    return torch.stack([item["video"] for item in items])
+
+
+def train_step(net: torch.nn.Module, run: Run, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+               dev: torch.device) -> tuple[float, torch.Tensor]:
+    """One optimiser step over the batch, split into `run.micro_batches` pieces whose gradients accumulate.
+    On a CUDA out-of-memory error the batch is split in twice as many pieces and tried again, so the
+    effective batch size never changes. Returns (mean loss, per-sample losses); skips the update if not finite."""
+    amp_dtype = autocast_dtype(dev, run.cfg)
+    while True:
+        try:
+            run.opt.zero_grad(set_to_none=True)
+            per_sample = []
+            pieces = list(zip(x0.chunk(run.micro_batches), noise.chunk(run.micro_batches), t.chunk(run.micro_batches)))
+            for i, (x, n, tt) in enumerate(pieces):
+                last = i == len(pieces) - 1
+                # under DDP, all-reduce the gradients once, after the last micro-batch
+                sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+                with sync, torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss, ps, _ = fm_loss(net, x, t=tt, noise=n)
+                run.scaler.scale(loss * x.shape[0] / x0.shape[0]).backward()
+                per_sample.append(ps.detach().float())
+            per_sample = torch.cat(per_sample)
+            mean = per_sample.mean().item()
+            if math.isfinite(mean):
+                run.scaler.unscale_(run.opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), run.cfg.grad_clip)
+                run.scaler.step(run.opt)
+                run.scaler.update()
+            return mean, per_sample
+        except torch.cuda.OutOfMemoryError:
+            if run.micro_batches >= x0.shape[0]:
+                raise
+            run.micro_batches *= 2
+            run.opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            tqdm.write(f"CUDA out of memory: splitting each batch into {run.micro_batches} micro-batches "
+                       f"(gradient accumulation keeps the batch size at {x0.shape[0]})")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C while training, so a stopped job still writes its checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (some notebook runners): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a video model on recorded clips",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed (default: cpu, or the resumed run's)")
+    p.add_argument("--data", default="data_video/mario", help="folder of recorded clips")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int)
+    budget.add_argument("--steps", type=int)
+    budget.add_argument("--minutes", type=float, help="wall-clock budget")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=int, default=1, help="epochs between sample GIFs")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader-style loading processes (0: in-process)")
+    p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop after this step (resume later)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from mariofm.data import NoDataError
+
+    cfg = None
+    if args.preset or args.set or not args.resume:
+        cfg = preset(args.preset or "cpu", **parse_overrides(args.set))
+    out = args.resume or args.out or f"runs/{args.preset or 'cpu'}"
+    try:
+        run = train(cfg, args.data, out, epochs=args.epochs, steps=args.steps, minutes=args.minutes,
+                    resume=bool(args.resume), device=args.device, checkpoint_every=args.checkpoint_every,
+                    sample_every=args.sample_every, workers=args.workers, compile=args.compile,
+                    stop_at=args.stop_at)
+    except (NoDataError, ConfigMismatchError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"error: {err}")
+        return 2
+    print(f"run folder: {run}  (generate with: python -m mariofm generate --checkpoint {run / MODEL})")
+    return 0

@@ -1,0 +1,129 @@
+"""The samplers (mariofm.sample): against torchdiffeq, against the exact Gaussian flow, and their orders."""
+
+import numpy as np
+import pytest
+import torch
+from torchdiffeq import odeint
+
+from mariofm.analytic import gaussian_flow, gaussian_velocity
+from mariofm.sample import nfe, sample, solve_ode
+
+MU = torch.tensor([1.0, -0.5, 0.0], dtype=torch.float64)
+S = torch.tensor([0.5, 2.0, 0.8], dtype=torch.float64)
+
+
+def _noise(n: int = 16, d: int = 3, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _mlp_field(seed: int = 0) -> torch.nn.Module:
+    """A small nonlinear, time-dependent field standing in for the UNet."""
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)).double()
+
+        def forward(self, x, t):
+            return self.net(torch.cat([x, t[:, None]], dim=1)) + torch.sin(3 * t)[:, None] * x
+
+    return Field()
+
+
+@pytest.mark.parametrize("solver, method", [("euler", "euler"), ("heun", "heun2")])
+def test_matches_torchdiffeq_fixed_grid(solver, method):
+    field, x1, steps = _mlp_field(), _noise(), 12
+    path = []
+    ours = sample(field, x1, steps, solver, final_corrector=True, callback=lambda i, t, x: path.append(x))
+    grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    with torch.no_grad():
+        theirs = odeint(lambda t, x: field(x, t.expand(x.shape[0])), x1, grid, method=method)
+    assert (ours - theirs[-1]).abs().max() <= 1e-6
+    assert (torch.stack(path) - theirs).abs().max() <= 1e-6  # every intermediate state too
+    assert (ours - x1).abs().max() > 0.1  # the field really moved the points
+
+
+def test_default_heun_ends_with_an_euler_step():
+    """Like torchdiffeq's heun2 until the last step, which is one Euler step from the same state."""
+    field, x1, steps = _mlp_field(), _noise(), 6
+    path = []
+    ours = sample(field, x1, steps, "heun", callback=lambda i, t, x: path.append(x))
+    grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    with torch.no_grad():
+        theirs = odeint(lambda t, x: field(x, t.expand(x.shape[0])), x1, grid, method="heun2")
+        last = path[-2] + (0 - 1 / steps) * field(path[-2], torch.full((16,), 1 / steps, dtype=torch.float64))
+    assert (torch.stack(path[:-1]) - theirs[:-1]).abs().max() <= 1e-6
+    assert (ours - last).abs().max() <= 1e-12 and (ours - theirs[-1]).abs().max() > 1e-6
+
+
+def test_exact_gaussian_flow_maps_noise_to_data():
+    z = _noise()
+    x0 = sample(gaussian_velocity(MU, S), z, 200, "heun")
+    assert torch.allclose(x0, MU + S * z, atol=1e-4)
+    # stopping early lands on the exact path at t_end
+    half = sample(gaussian_velocity(MU, S), z, 100, "heun", t_end=0.5)
+    assert torch.allclose(half, gaussian_flow(MU, S, z, torch.full((16,), 0.5, dtype=torch.float64)), atol=1e-4)
+
+
+@pytest.mark.parametrize("solver, final_corrector, order", [("euler", False, 1), ("heun", False, 2),
+                                                             ("heun", True, 2)])
+def test_convergence_order(solver, final_corrector, order):
+    """Error at t = 0 ∝ h^order: the slope of log error against log steps is −order (a last Euler step keeps 2)."""
+    z, field = _noise(64), gaussian_velocity(MU, S)
+    steps = [8, 16, 32, 64, 128]
+    errors = [(sample(field, z, n, solver, final_corrector=final_corrector) - (MU + S * z)).abs().max().item()
+              for n in steps]
+    slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert slope == pytest.approx(-order, abs=0.15)
+
+
+@pytest.mark.parametrize("solver, final_corrector, expected", [("euler", False, 7), ("euler", True, 7),
+                                                                ("heun", False, 13), ("heun", True, 14)])
+def test_nfe_counts_the_calls_and_times_have_shape_b(solver, final_corrector, expected):
+    calls = []
+
+    def counting(x, t):
+        calls.append(t)
+        return -x
+
+    sample(counting, _noise(5), 7, solver, final_corrector=final_corrector)
+    assert len(calls) == nfe(7, solver, final_corrector=final_corrector) == expected
+    assert all(t.shape == (5,) and t.dtype == torch.float64 for t in calls)
+    # only textbook Heun asks for the velocity at t = 0
+    assert calls[0][0].item() == 1.0 and calls[-1][0].item() == pytest.approx(0.0 if expected == 14 else 1 / 7)
+
+
+def test_deterministic_and_graph_free():
+    field, x1 = _mlp_field(), _noise()
+    a, b = sample(field, x1, 5), sample(field, x1.clone(), 5)
+    assert torch.equal(a, b) and not a.requires_grad
+    assert not torch.equal(a, sample(field, _noise(seed=1), 5))
+
+
+def test_callback_sees_every_grid_time():
+    seen = []
+    x1 = _noise()
+    out = sample(lambda x, t: -x, x1, 4, "euler", callback=lambda i, t, x: seen.append((i, t, x)))
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3, 4]
+    assert [t for _, t, _ in seen] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    assert torch.equal(seen[0][2], x1) and torch.equal(seen[-1][2], out)
+
+
+def test_solve_ode_runs_forwards_too():
+    """0 → 1 on the Gaussian field carries data to its noise: the inverse of sampling."""
+    z = _noise()
+    z_back = solve_ode(gaussian_velocity(MU, S), MU + S * z, 0.0, 1.0, 200, "heun")
+    assert torch.allclose(z_back, z, atol=1e-4)
+
+
+def test_bad_arguments_say_what_is_wrong():
+    x1 = _noise()
+    with pytest.raises(ValueError, match="solver"):
+        sample(lambda x, t: x, x1, 4, "rk4")
+    with pytest.raises(ValueError, match="positive integer"):
+        sample(lambda x, t: x, x1, 0)
+    with pytest.raises(ValueError, match="t_end"):
+        sample(lambda x, t: x, x1, 4, t_end=1.0)
+    with pytest.raises(ValueError, match="returned shape"):
+        sample(lambda x, t: x[:, :1], x1, 4)

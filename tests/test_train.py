@@ -1,0 +1,174 @@
+"""Training and generation end to end, on real recorded clips at the `smoke` size."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from mariofm.config import preset
+from mariofm.flow import fm_loss
+from mariofm.generate import generate, load_model
+from mariofm.train import CHECKPOINT, MODEL, ConfigMismatchError, TrainingDiverged, load_checkpoint, train
+from mariofm.unet import VideoUNet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def smoke(**overrides):
+    return preset("smoke", **overrides)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(run / CHECKPOINT)
+    return {**{f"model.{k}": v for k, v in state["model"].items()},
+            **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    worst = max((x.float() - b[k].float()).abs().max().item() for k, x in a.items())
+    assert worst <= atol, f"weights differ by up to {worst}"
+
+
+def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
+    from mariofm.data import MarioClips
+
+    cfg = smoke(base_ch=16)
+    clip = MarioClips.from_config(cfg, mario_clips, split="all")[0]["video"][None]
+    torch.manual_seed(0)
+    model = VideoUNet(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    noise, t = torch.randn((8, *clip.shape[1:]), generator=g), torch.linspace(0.05, 0.95, 8)
+    x0 = clip.expand(8, -1, -1, -1, -1)
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            return fm_loss(model, x0, t=t, noise=noise)[0].item()
+
+    before = held_loss()
+    for _ in range(150):
+        loss, _, _ = fm_loss(model, x0, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = held_loss()
+    # the untrained (zero-output) model's loss is E|ε - x0|² ≈ 1 + mean(x0²); fitting one clip must halve it
+    assert after < 0.5 * before, (before, after)
+
+
+def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=6, log_every=2, progress=False)
+    for name in ("config.json", "metrics.jsonl", "loss_curve.png", CHECKPOINT, MODEL):
+        assert (run / name).exists(), name
+    assert list(run.glob("sample_epoch*.gif")) and list(run.glob("grid_epoch*.gif"))
+    rows = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any('"loss_by_t"' in r for r in rows) and any('"val_loss"' in r for r in rows)
+
+
+def test_resume_reaches_the_same_weights(mario_clips, tmp_path):
+    cfg = smoke()
+    whole = train(cfg, mario_clips, tmp_path / "whole", steps=8, progress=False)
+    part = train(cfg, mario_clips, tmp_path / "part", steps=8, stop_at=3, progress=False)
+    assert load_checkpoint(part / CHECKPOINT)["step"] == 3
+    train(None, mario_clips, part, resume=True, progress=False)
+    assert load_checkpoint(part / CHECKPOINT)["step"] == 8
+    assert_same_weights(weights(whole), weights(part), atol=1e-6)
+
+
+def test_sigkill_then_resume(mario_clips, tmp_path):
+    run, every = tmp_path / "run", 4
+    cmd = [sys.executable, "-m", "mariofm", "train", "--preset", "smoke", "--data", str(mario_clips),
+           "--out", str(run), "--steps", "400", "--checkpoint-every", str(every)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / CHECKPOINT).exists() and load_checkpoint(run)["step"] >= 2 * every):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = load_checkpoint(run / CHECKPOINT)["step"]
+    assert saved >= 2 * every and saved % every == 0
+    # resume through the CLI for a few more steps: it continues from the saved step, not from zero
+    done = subprocess.run([sys.executable, "-m", "mariofm", "train", "--resume", str(run), "--data",
+                           str(mario_clips), "--stop-at", str(saved + 3)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(run / CHECKPOINT)["step"] == saved + 3
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(mario_clips, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"at step \d+"):
+        train(smoke(lr=1e30, warmup_steps=1, grad_clip=1e30), mario_clips, run, steps=50, checkpoint_every=1,
+              progress=False)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["step"] >= 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_weights_only_loading_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "checkpoint.pt"
+    with open(bad, "wb") as f:
+        pickle.dump({"config": Evil()}, f)
+    torch.save({"config": Evil()}, bad)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+
+
+def test_config_mismatch_names_the_fields(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
+    with pytest.raises(ConfigMismatchError, match="base_ch.*checkpoint 8 vs requested 16"):
+        train(smoke(base_ch=16), mario_clips, run, resume=True, progress=False)
+
+
+def test_ddp_two_gloo_processes_match_one_process(mario_clips, tmp_path):
+    one = train(smoke(), mario_clips, tmp_path / "one", steps=3, progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731", "-m",
+           "mariofm", "train", "--preset", "smoke", "--data", str(mario_clips), "--out", str(tmp_path / "two"),
+           "--steps", "3", "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert_same_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)
+
+
+def test_generate_writes_gif_and_mp4_and_is_seeded(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
+    info = generate(run / MODEL, tmp_path / "a", num=2, steps=3, seed=7, mp4=True, progress=False)
+    generate(run / MODEL, tmp_path / "b", num=2, steps=3, seed=7, progress=False)
+    cfg = load_model(run / MODEL)[1]
+    assert info["nfe"] == 5  # heun, 3 steps: 2 per step, the last one Euler (see mariofm.sample.nfe)
+    gif = iio.imread(tmp_path / "a" / "generated_video_0.gif", index=None)
+    assert gif.shape[:3] == (cfg.sequence_length, cfg.video_height, cfg.video_width)
+    mp4 = _read_mp4(tmp_path / "a" / "generated_video_0.mp4")
+    assert mp4.shape[:3] == (cfg.sequence_length, cfg.video_height, cfg.video_width)
+    for name in ("generated_video_0.gif", "generated_video_1.gif", "generated_videos_grid.gif"):
+        a = iio.imread(tmp_path / "a" / name, index=None)
+        b = iio.imread(tmp_path / "b" / name, index=None)
+        np.testing.assert_array_equal(a, b)
+
+
+def _read_mp4(path: Path) -> np.ndarray:
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])

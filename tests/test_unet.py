@@ -1,0 +1,145 @@
+"""The 3D UNet: shapes, the zero start, conditioning on t, frames, attention and checkpointing."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mariofm.config import preset
+from mariofm.unet import TemporalAttention, TemporalConv, VideoUNet, count_parameters, sinusoidal_embedding
+
+
+def tiny(**overrides) -> VideoUNet:
+    """A smoke-sized UNet whose zero-init output conv is perturbed, so its output depends on everything."""
+    torch.manual_seed(0)
+    model = VideoUNet(preset("smoke", **overrides))
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    return model
+
+
+def clip(b: int = 2, t: int = 4, h: int = 16, w: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randn(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name, size", [("smoke", None), ("cpu", (2, 60, 64)), ("colab", (2, 32, 32)),
+                                        ("seed", (2, 32, 32))])
+def test_every_preset_maps_a_clip_to_a_velocity_of_the_same_shape(name, size):
+    cfg = preset(name)
+    t, h, w = size or (cfg.sequence_length, cfg.video_height, cfg.video_width)
+    model = VideoUNet(cfg).eval()
+    x = torch.randn(1, cfg.video_channels, t, h, w)
+    with torch.no_grad():
+        assert model(x, torch.rand(1)).shape == x.shape
+
+
+def test_seed_preset_has_about_21M_parameters():
+    n = count_parameters(VideoUNet(preset("seed")))
+    assert 0.9 * 21e6 <= n <= 1.1 * 21e6, n
+
+
+def test_untrained_model_predicts_zero_velocity():
+    model = VideoUNet(preset("smoke"))
+    x = clip()
+    assert torch.equal(model(x, torch.rand(2)), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("conv", ["3d", "2+1d"])
+def test_gradient_reaches_every_parameter(conv):
+    model = tiny(conv=conv, temporal_attention=True)
+    model(clip(), torch.tensor([0.3, 0.8])).square().mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"no gradient reached {dead}"
+
+
+def test_output_depends_on_t_and_each_clip_uses_its_own_t():
+    model, x = tiny(), clip()
+    with torch.no_grad():
+        both = model(x, torch.tensor([0.2, 0.7]))
+        assert not torch.allclose(model(x, 0.2), model(x, 0.7))
+        # a float, a 0-d tensor and a (B,) tensor are the same t; a clip's output ignores the other clip's t
+        assert torch.equal(model(x, 0.2), model(x, torch.tensor(0.2)))
+        torch.testing.assert_close(both[:1], model(x[:1], 0.2))
+        torch.testing.assert_close(both[1:], model(x[1:], 0.7))
+
+
+@pytest.mark.parametrize("conv", ["3d", "2+1d"])
+@pytest.mark.parametrize("attention", [False, True])
+def test_single_frame_clips_work(conv, attention):
+    model, x = tiny(conv=conv, temporal_attention=attention), clip(t=1)
+    out = model(x, torch.rand(2))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_conv_kinds_give_the_same_shape_and_2plus1d_has_fewer_weights():
+    x = clip()
+    full, factorised = tiny(conv="3d"), tiny(conv="2+1d")
+    assert full(x, 0.5).shape == factorised(x, 0.5).shape == x.shape
+    # per conv: 27·in·out weights against 9·in·out + 3·out·out
+    assert count_parameters(factorised) < 0.6 * count_parameters(full)
+
+
+def test_temporal_conv_is_a_3x1x1_conv3d_that_starts_as_the_identity():
+    conv = TemporalConv(4)
+    x = torch.randn(2, 4, 5, 3, 6)
+    torch.testing.assert_close(conv(x), x)
+    torch.nn.init.normal_(conv.weight)
+    torch.nn.init.normal_(conv.bias)
+    expected = F.conv3d(x, conv.weight[..., None], conv.bias, padding=(1, 0, 0))
+    torch.testing.assert_close(conv(x), expected)
+
+
+def test_temporal_attention_mixes_frames_but_not_pixels():
+    torch.manual_seed(0)
+    attn, x = TemporalAttention(32), torch.randn(1, 32, 6, 2, 2)
+    y = x.clone()
+    y[0, :, 0, 0, 0] += torch.randn(32)  # change the first frame at one pixel (not by a constant: LayerNorm)
+    dx = (attn(y) - attn(x)).abs().amax(dim=1)  # (1, T, H, W)
+    assert (dx[0, 1:, 0, 0] > 1e-4).all()  # every other frame of that pixel sees it
+    assert dx[0, :, 1:, :].max() == 0 and dx[0, :, 0, 1].max() == 0  # no other pixel does
+
+
+def test_temporal_attention_on_off_changes_parameters_and_output_not_shape():
+    x = clip()
+    plain, attended = tiny(), tiny(temporal_attention=True)
+    assert count_parameters(attended) > count_parameters(plain)
+    a, b = plain(x, 0.5), attended(x, 0.5)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_checkpointing_gives_the_same_gradients():
+    x, t = clip(), torch.tensor([0.3, 0.6])
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny(grad_checkpoint=checkpointing, dropout=0.2, temporal_attention=True).train()
+        torch.manual_seed(5)  # the same dropout masks; checkpoint replays them in the recomputation
+        model(x, t).square().mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for plain, recomputed in zip(*grads):
+        torch.testing.assert_close(plain, recomputed)
+
+
+def test_same_seed_same_model_and_output():
+    x = clip()
+    assert torch.equal(tiny()(x, 0.4), tiny()(x, 0.4))
+
+
+def test_groupnorm_accepts_widths_that_are_not_multiples_of_32():
+    torch.manual_seed(0)
+    model = VideoUNet(preset("smoke", base_ch=24, channel_mults=(1, 3)))  # widths 24, 72, 144
+    assert model(clip(), 0.5).shape == (2, 3, 4, 16, 16)
+
+
+def test_time_embedding_tells_close_times_apart():
+    e = sinusoidal_embedding(torch.tensor([0.50, 0.51, 0.0]), 33)
+    assert e.shape == (3, 33) and torch.equal(e[:, -1], torch.zeros(3))  # odd width: a zero column
+    assert (e[0] - e[1]).norm() > 1.0  # the scale by 1000 makes t = 0.50 and 0.51 far apart
+
+
+@pytest.mark.parametrize("x, t, match", [
+    (torch.zeros(2, 3, 16, 16), 0.5, r"shape \(B, 3, T, H, W\)"),
+    (torch.zeros(2, 1, 4, 16, 16), 0.5, r"shape \(B, 3, T, H, W\)"),
+    (torch.zeros(2, 3, 4, 15, 16), 0.5, "divisible by 2"),
+    (torch.zeros(2, 3, 4, 16, 16), torch.zeros(3), r"shape \(B,\)=\(2,\)"),
+])
+def test_bad_input_is_refused_with_a_clear_message(x, t, match):
+    with pytest.raises(ValueError, match=match):
+        VideoUNet(preset("smoke"))(x, t)
