@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m mariofm demo
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(PY) -m ruff check .
+
+test: lint
 	MARIOFM_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 lab: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import sys
 
 COMMANDS = {
@@ -43,3 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
+        # bad input (a missing data folder, a wrong setting, a foreign checkpoint): say what, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2

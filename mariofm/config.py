@@ -43,7 +43,7 @@ class Config:
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
     fps: int = 30
-    video_duration: int = 5  # seconds of video the seed design aimed for
+    video_duration: int = 5  # seconds of video the seed design aimed for (kept for reference; unused)
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -98,9 +98,6 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    if cfg.base_ch % 8:
-        raise ValueError(f"config field base_ch={cfg.base_ch} must be a multiple of 8 (GroupNorm groups), "
-                         f"e.g. base_ch={max(8, cfg.base_ch // 8 * 8)}")
     for name in ("lr", "ema_decay"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")

@@ -184,7 +184,8 @@ class MarioClips(Dataset):
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.cache_dir.glob(f"{glob.escape(prefix)}.*.npy"):  # this video before it changed
-                stale.unlink()
+                if stale != cache_file:  # (another process may have just written the current one)
+                    stale.unlink(missing_ok=True)
             tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
             with open(tmp, "wb") as f:
                 np.save(f, frames)

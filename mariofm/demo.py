@@ -87,5 +87,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--clips", type=int, default=40, help="clips to record when the data folder is empty")
     p.add_argument("--frames", type=int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda a: run_demo(a.data, a.out, minutes=a.minutes, train_model=a.train_model,
-                                           clips=a.clips, frames=a.frames, seed=a.seed) and 0)
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    run_demo(args.data, args.out, minutes=args.minutes, train_model=args.train_model, clips=args.clips,
+             frames=args.frames, seed=args.seed)
+    return 0

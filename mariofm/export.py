@@ -1,6 +1,6 @@
 """`python -m mariofm export`: ship a trained model as a small safetensors file with its model card.
 
-    python -m mariofm export --run runs/ship --out checkpoints/mariofm_cpu.safetensors --metrics runs/ship/eval.json
+    python -m mariofm export --run runs/ship --out mariofm/checkpoints/mariofm_cpu.safetensors --metrics eval.json
 
 The file holds the EMA weights and, in its metadata, the config: loading it never runs code
 (`mariofm.generate.load_model`). The card (`.json` beside it) gathers what a reader needs to trust the numbers:
@@ -13,19 +13,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 from pathlib import Path
 
-import torch
-
-from mariofm.train import CHECKPOINT, load_checkpoint
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} CPU cores ({cpu}){gpu}; torch {torch.__version__}"
+from mariofm.generate import SHIPPED
+from mariofm.train import CHECKPOINT, ema_weights, hardware, load_checkpoint
 
 
 def final_losses(run: Path) -> dict:
@@ -42,13 +33,14 @@ def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = Non
 
     run, out = Path(run), Path(out)
     state = load_checkpoint(run / CHECKPOINT)
-    weights = {k.removeprefix("module."): v.contiguous() for k, v in state["ema"].items() if k != "n_averaged"}
+    weights = {k: v.contiguous() for k, v in ema_weights(state).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, out, metadata={"config": json.dumps(state["config"]), "step": str(state["step"])})
     card = dict(file=out.name, sha256=hashlib.sha256(out.read_bytes()).hexdigest(),
                 size_mb=round(out.stat().st_size / 2**20, 2), weights="EMA", config=state["config"],
                 training=dict(steps=state["step"], wall_minutes=round(state["elapsed"] / 60, 1),
-                              budget_epochs_steps_minutes=state["budget"], hardware=hardware(),
+                              budget_epochs_steps_minutes=state["budget"],
+                              hardware=state.get("hardware") or f"(not recorded; exported on) {hardware()}",
                               **final_losses(run)),
                 **(notes or {}))
     if metrics:
@@ -61,7 +53,7 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a run's EMA weights as .safetensors with a model card",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, help="run folder with checkpoint.pt")
-    p.add_argument("--out", default="checkpoints/mariofm_cpu.safetensors")
+    p.add_argument("--out", default=str(SHIPPED), help="where to write the .safetensors file")
     p.add_argument("--metrics", default=None, help="an `evaluate --out` JSON to put in the card")
     p.add_argument("--note", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra card entries, e.g. data_command='python -m mariofm record ...'")
@@ -69,6 +61,8 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    if bad := [pair for pair in args.note if "=" not in pair]:
+        raise ValueError(f"--note {bad[0]!r}: write notes as key=value")
     notes = dict(pair.split("=", 1) for pair in args.note)
     card = export(args.run, args.out, metrics=args.metrics, notes=notes)
     print(f"wrote {args.out} ({card['size_mb']} MB) and {Path(args.out).with_suffix('.json')}")

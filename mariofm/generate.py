@@ -17,14 +17,14 @@ from mariofm.config import Config
 from mariofm.sample import nfe, sample
 from mariofm.unet import VideoUNet
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "mariofm_cpu.safetensors"
+SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "mariofm_cpu.safetensors"  # installed with the package
 
 
 def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
                device: str | torch.device = "cpu") -> tuple[VideoUNet, Config]:
     """Rebuild the model from a run folder, `video_model.pt`, `checkpoint.pt` or a `.safetensors` file
     (config in its metadata), with the EMA weights unless `ema=False`. Nothing is unpickled."""
-    from mariofm.train import load_checkpoint
+    from mariofm.train import ema_weights, load_checkpoint
 
     path = Path(checkpoint) if checkpoint else SHIPPED
     if path.suffix == ".safetensors":
@@ -41,9 +41,7 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
     else:
         state = load_checkpoint(path, map_location=device)
         cfg = Config.from_dict(state["config"])
-        weights = state["ema"] if ema else state["model"]
-        if "module." in next(iter(weights)) or "n_averaged" in weights:  # AveragedModel's own state_dict
-            weights = {k.removeprefix("module."): v for k, v in weights.items() if k != "n_averaged"}
+        weights = ema_weights(state) if ema else state["model"]
     model = VideoUNet(cfg).to(device)
     model.load_state_dict(weights)
     return model.eval(), cfg
@@ -77,6 +75,8 @@ def generate(checkpoint: str | Path | None, out: str | Path, *, num: int = 4, st
     """Write generated_video_{i}.gif, generated_videos_grid.gif (and .mp4 files); return what was done."""
     from mariofm.video import video_grid, write_gif, write_mp4
 
+    if num < 1:
+        raise ValueError(f"--num {num}: ask for at least one video")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = load_model(checkpoint, ema=ema, device=dev)
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
@@ -119,12 +119,8 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    try:
-        info = generate(args.checkpoint, args.out, num=args.num, steps=args.steps, solver=args.solver,
-                        seed=args.seed, mp4=args.mp4, ema=args.ema, device=args.device)
-    except FileNotFoundError as err:
-        print(f"error: {err}")
-        return 2
+    info = generate(args.checkpoint, args.out, num=args.num, steps=args.steps, solver=args.solver,
+                    seed=args.seed, mp4=args.mp4, ema=args.ema, device=args.device)
     print(f"{info['num']} videos, {info['solver']} with {info['steps']} steps = {info['nfe']} NFE, "
           f"{info['seconds']:.1f} s ({info['frames_per_s']:.1f} frames/s)")
     for f in info["files"]:

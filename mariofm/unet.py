@@ -3,14 +3,14 @@
     model = VideoUNet(preset("cpu"))
     v = model(x_t, t)  # x_t: (B, C, T, H, W), t: (B,) in [0, 1]  ->  v: (B, C, T, H, W)
 
-Shapes for the `cpu` preset (base_ch=32, channel_mults=(1, 2, 4), T=8 frames of 60x64):
+Shapes for the `cpu` preset (patch_size=2, base_ch=32, channel_mults=(1, 2), T=8 frames of 60x64):
 
-    stem                 (B,   3, 8, 60, 64) -> (B,  32, 8, 60, 64)
-    level 0, then Down3D (B,  32, 8, 60, 64) -> (B,  32, 8, 30, 32)  skip 0 kept at 60x64
-    level 1, then Down3D (B,  64, 8, 30, 32) -> (B,  64, 8, 15, 16)  skip 1 kept at 30x32
-    level 2 + middle     (B, 128, 8, 15, 16)                          skip 2; temporal attention here
-    up path: concatenate the skip of the same level, residual blocks, Up3D; mirror image back to 60x64
-    head (zero-init)     (B,  32, 8, 60, 64) -> (B,   3, 8, 60, 64)
+    patchify             (B,  3, 8, 60, 64) -> (B, 12, 8, 30, 32)  2x2 pixels folded into channels
+    stem                 (B, 12, 8, 30, 32) -> (B, 32, 8, 30, 32)
+    level 0, then Down3D (B, 32, 8, 30, 32) -> (B, 32, 8, 15, 16)  skip 0 kept at 30x32
+    level 1 + middle     (B, 64, 8, 15, 16)                          skip 1; temporal attention here
+    up path: concatenate the skip of the same level, residual blocks, Up3D; mirror image back to 30x32
+    head (zero-init)     (B, 32, 8, 30, 32) -> (B, 12, 8, 30, 32), then unpatchify -> (B, 3, 8, 60, 64)
 
 Down- and upsampling only touch H and W: every level sees all T frames, so any T >= 1 works.
 """

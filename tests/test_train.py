@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,14 +78,50 @@ def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
     assert any('"loss_by_t"' in r for r in rows) and any('"val_loss"' in r for r in rows)
 
 
-def test_resume_reaches_the_same_weights(mario_clips, tmp_path):
-    cfg = smoke()
-    whole = train(cfg, mario_clips, tmp_path / "whole", steps=8, progress=False)
-    part = train(cfg, mario_clips, tmp_path / "part", steps=8, stop_at=3, progress=False)
-    assert load_checkpoint(part / CHECKPOINT)["step"] == 3
+@pytest.mark.parametrize("stops", [(3,), (4, 9)])
+def test_resume_reaches_the_same_weights(mario_clips, tmp_path, stops):
+    # batch 16 makes epochs of a few steps, so the stops fall inside and at the end of epochs; dropout checks
+    # that the random masks continue where they were
+    cfg = smoke(batch_size=16, dropout=0.2)
+    whole = train(cfg, mario_clips, tmp_path / "whole", steps=12, progress=False)
+    part = tmp_path / "part"
+    train(cfg, mario_clips, part, steps=12, stop_at=stops[0], progress=False)
+    for stop in stops[1:]:
+        train(None, mario_clips, part, resume=True, stop_at=stop, progress=False)
+        assert load_checkpoint(part / CHECKPOINT)["step"] == stop
     train(None, mario_clips, part, resume=True, progress=False)
-    assert load_checkpoint(part / CHECKPOINT)["step"] == 8
-    assert_same_weights(weights(whole), weights(part), atol=1e-6)
+    assert load_checkpoint(part / CHECKPOINT)["step"] == 12
+    assert_same_weights(weights(whole), weights(part))
+    assert sorted(p.name for p in whole.glob("*.gif")) == sorted(p.name for p in part.glob("*.gif"))
+
+
+def test_resuming_a_finished_run_asks_for_a_budget(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
+    with pytest.raises(ValueError, match="already finished at step 2"):
+        train(None, mario_clips, run, resume=True, progress=False)
+    train(None, mario_clips, run, resume=True, steps=3, progress=False)  # a larger budget extends it
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 3
+
+
+@pytest.mark.parametrize("budget", [dict(steps=0), dict(epochs=0), dict(minutes=0)])
+def test_empty_budgets_are_refused(mario_clips, tmp_path, budget):
+    with pytest.raises(ValueError, match="must be positive"):
+        train(smoke(), mario_clips, tmp_path / "run", progress=False, **budget)
+
+
+def test_wall_clock_budget_stops_in_time(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", minutes=0.05, progress=False)
+    state = load_checkpoint(run / CHECKPOINT)
+    assert state["step"] >= 1 and 3.0 <= state["elapsed"] < 30
+
+
+def test_a_single_video_trains_and_watches_its_own_clips(mario_clips, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(mario_clips.glob("*.avi"))[0]
+    shutil.copy(first, one / first.name)
+    run = train(smoke(), one, tmp_path / "run", steps=2, progress=False)
+    assert any("val_loss" in line for line in (run / "metrics.jsonl").read_text().splitlines())
 
 
 def test_sigkill_then_resume(mario_clips, tmp_path):
@@ -124,8 +162,6 @@ def test_weights_only_loading_refuses_code(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     bad = tmp_path / "checkpoint.pt"
-    with open(bad, "wb") as f:
-        pickle.dump({"config": Evil()}, f)
     torch.save({"config": Evil()}, bad)
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
         load_checkpoint(bad)
@@ -141,12 +177,15 @@ def test_config_mismatch_names_the_fields(mario_clips, tmp_path):
 def test_ddp_two_gloo_processes_match_one_process(mario_clips, tmp_path):
     one = train(smoke(), mario_clips, tmp_path / "one", steps=3, progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731", "-m",
+    with socket.socket() as s:  # a free port, so parallel test runs don't collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
            "mariofm", "train", "--preset", "smoke", "--data", str(mario_clips), "--out", str(tmp_path / "two"),
            "--steps", "3", "--device", "cpu"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert_same_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)
+    assert_same_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)  # sums in another order
 
 
 def test_generate_writes_gif_and_mp4_and_is_seeded(mario_clips, tmp_path):
