@@ -201,15 +201,14 @@ def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8
 
 
 def plot_losses(log_path: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: no global backend switch, so a notebook's own plots keep showing
+    from matplotlib.figure import Figure
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train (running mean)")
     if val:
@@ -219,7 +218,6 @@ def plot_losses(log_path: Path, out: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------- run state
