@@ -162,11 +162,14 @@ class MarioClips(Dataset):
     # --- the decoded-frame cache -----------------------------------------------------------------------
 
     def _cache_path(self, path: Path) -> tuple[Path, str]:
-        """<cache_dir>/<name>.<hash of path>.<hash of source size, mtime and settings>.npy"""
+        """<cache_dir>/<name>.<hash of path>.<H>x<W>.<hash of source size, mtime and settings>.npy
+
+        Each frame size has its own file (a notebook and training may read the same video at two sizes); a
+        changed source file leaves its old cache behind, and `_load` deletes it (same prefix, other hash)."""
         stat = path.stat()
         where = hashlib.sha1(path.resolve().as_posix().encode()).hexdigest()[:8]
         what = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}:{self.size}:{CACHE_VERSION}".encode())
-        prefix = f"{path.stem}.{where}"
+        prefix = f"{path.stem}.{where}.{self.size[0]}x{self.size[1]}"
         return self.cache_dir / f"{prefix}.{what.hexdigest()[:8]}.npy", prefix
 
     def _load(self, path: Path) -> tuple[np.ndarray, Path | None]:

@@ -91,6 +91,7 @@ def test_cache_skips_decoding_and_notices_changed_files(mario_clips, tmp_path):
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # `touch`
     assert MarioClips(root, 6, (60, 64), split="all", cache_dir=cache, progress=False).decoded == 1
     assert MarioClips(root, 6, (30, 32), split="all", cache_dir=cache, progress=False).decoded == 4  # new size
+    assert MarioClips(root, 6, (60, 64), split="all", cache_dir=cache, progress=False).decoded == 0  # both kept
 
 
 def test_dataset_pickles_without_its_frames(mario_clips, tmp_path):
