@@ -10,6 +10,7 @@ MSE to v* = ε − x0) and the same optimiser (AdamW as in mariofm.train):
     mariofm      the preset as shipped: 2+1d convs, 2x2 patches (the net runs at H/2 x W/2)
     mariofm-3d   the same net with full 3x3x3 convs
     mariofm-p1   the same net without patches: the peers below have none, so this row is the fair one for them
+    seed-design  the seed's design at the same width: full 3x3x3 convs and no patches
     diffusers    diffusers' UNet3DConditionModel (ModelScope's text-to-video UNet): 2D ResNets + temporal convs,
                  temporal attention at full resolution, spatial and cross attention in the middle block
     lucidrains   rectified-flow-pytorch's VideoUnet (the Unet3D of video-diffusion-pytorch): 1x3x3 ResNets,
@@ -73,8 +74,9 @@ class LucidrainsVideoUnet(nn.Module):
     """lucidrains' VideoUnet from rectified-flow-pytorch behind `forward(x, t)`: dim = base_ch, dim_mults =
     channel_mults, its defaults otherwise (8 heads of 32 dims). It takes t in [0, 1] as its RectifiedFlow passes it.
 
-    rectified-flow-pytorch declares torchvision as a dependency and its package __init__ imports it, so it does not
-    install beside mariofm's CPU torch without pulling torchvision; the benchmarks skip it when it is missing.
+    rectified-flow-pytorch declares torchvision as a dependency and its package __init__ imports it, so it needs a
+    torch that has a matching torchvision (docs/benchmarks.md: the benchmark environment); the benchmarks skip it
+    when it is missing.
     """
 
     def __init__(self, cfg: Config):
@@ -92,6 +94,7 @@ MODELS: dict[str, tuple[Callable[[Config], nn.Module], str]] = {
     "mariofm": (lambda cfg: VideoUNet(cfg), "the preset: 2+1d convs, 2x2 patches"),  # (the cpu preset's)
     "mariofm-3d": (lambda cfg: VideoUNet(cfg.replace(conv="3d")), "full 3x3x3 convs, 2x2 patches"),
     "mariofm-p1": (lambda cfg: VideoUNet(cfg.replace(patch_size=1)), "2+1d convs, no patches"),
+    "seed-design": (lambda cfg: VideoUNet(cfg.replace(conv="3d", patch_size=1)), "full 3x3x3 convs, no patches"),
     "diffusers": (DiffusersUNet3D, "diffusers UNet3DConditionModel"),
     "lucidrains": (LucidrainsVideoUnet, "rectified-flow-pytorch VideoUnet"),
 }
@@ -106,7 +109,7 @@ def unavailable(name: str) -> str | None:
             import rectified_flow_pytorch.video_unet  # noqa: F401
     except ImportError as err:
         hint = " (pip install diffusers)" if name == "diffusers" else \
-            " (pip install rectified-flow-pytorch: it requires torchvision)"
+            " (pip install rectified-flow-pytorch: it needs torchvision, see docs/benchmarks.md)"
         return f"{type(err).__name__}: {err}{hint}"
     return None
 
