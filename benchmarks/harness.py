@@ -59,9 +59,9 @@ def header(title: str, device: torch.device, load_before: tuple[float, ...], not
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str | Callable]]) -> str:
     """A markdown table. columns: (key, title, format) with format a str.format spec (',.2f') or a callable;
-    a missing or None value prints as '–'."""
+    a missing or None value prints as '–'. Text columns (format "s") align left, numbers right."""
     out = ["| " + " | ".join(title for _, title, _ in columns) + " |",
-           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+           "|" + "|".join("---" if fmt == "s" else "---:" for _, _, fmt in columns) + "|"]
     for row in rows:
         cells = []
         for key, _, fmt in columns:

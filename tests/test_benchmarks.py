@@ -1,0 +1,105 @@
+"""The benchmark scripts keep working: each runs its --quick mode on real recorded clips and prints its table.
+
+These check the scripts, not the speed: --quick numbers mean nothing (smoke-sized nets, a step or two), so the
+assertions are about what must hold at any size — every model gets a row, FLOPs and NFE are counted right,
+an untrained net scores worse than real footage.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> str:
+    """Run benchmarks/<name> with `args` on one thread; return its stdout (it must exit 0)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                         env=env, cwd=BENCHMARKS.parent, timeout=600)
+    assert out.returncode == 0, f"{name} {' '.join(args)} failed:\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in `text`, as a list of {column title: cell} rows."""
+    found, lines = [], text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("|") and lines[i + 1].startswith("|---"):
+            titles = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(titles, (c.strip() for c in row.strip("|").split("|")), strict=True)))
+            found.append(rows)
+    return found
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_peers_gives_every_installed_model_a_row_and_says_why_others_are_missing():
+    text = run_script("peers.py", "--quick", "--threads", "1")
+    rows = {r["model"]: r for r in tables(text)[0]}
+    assert {"mariofm", "mariofm-3d", "mariofm-p1", "seed-design"} <= set(rows)
+    for peer in ("diffusers", "lucidrains"):
+        assert peer in rows or f"Skipped {peer}:" in text
+    assert number(rows["mariofm"]["x mariofm clips/s"]) == 1.0
+    assert all(number(r["clips/s"]) > 0 for r in rows.values())
+    # counted, not timed: full 3x3x3 convs and unfolded pixels both cost more FLOPs than the preset
+    gflop = {name: number(r["GFLOP/step"]) for name, r in rows.items()}
+    assert gflop["mariofm"] < gflop["mariofm-3d"] < gflop["seed-design"]
+    assert gflop["mariofm"] < gflop["mariofm-p1"] < gflop["seed-design"]
+
+
+def test_bench_train_step_counts_more_flops_for_full_3d_convs():
+    rows = {r["config"]: r for r in tables(run_script("bench_train_step.py", "--only", "smoke", "--threads", "1"))[0]}
+    assert set(rows) == {"smoke 2+1d", "smoke 3d"}
+    assert number(rows["smoke 3d"]["GFLOP/step"]) > number(rows["smoke 2+1d"]["GFLOP/step"])
+
+
+def test_gpu_script_runs_its_cpu_check():
+    train_rows, gen_rows = tables(run_script("gpu.py", "--device", "cpu", "--presets", "smoke", "--quick"))
+    assert [r["preset"] for r in train_rows] == ["smoke"]
+    assert all(number(r["generated frames/s"]) > 0 for r in gen_rows)
+
+
+def test_time_to_quality_scores_untrained_nets_worse_than_real_footage(mario_clips: Path):
+    rows = {r["model"]: r for r in tables(run_script("time_to_quality.py", "--quick", "--threads", "1",
+                                                     "--data", str(mario_clips)))[0]}
+    floor = number(rows.pop("real clips (floor)")["FD-3D"])
+    assert {"mariofm", "mariofm-3d", "mariofm-p1", "seed-design"} <= set(rows)
+    for name, row in rows.items():  # seconds of training on a smoke-sized net: still noise
+        assert int(row["steps"]) > 0, name
+        assert number(row["FD-3D"]) > floor, name
+
+
+def test_sampler_nfe_counts_function_evaluations(mario_clips: Path):
+    sampling, likelihood = tables(run_script("sampler_nfe.py", "--quick", "--threads", "1",
+                                             "--data", str(mario_clips)))
+    for row in sampling + likelihood:
+        steps, nfe = int(row["steps"]), int(row["NFE"])
+        if row["solver"] == "euler":
+            assert nfe == steps
+        elif row in sampling:  # sampling skips the corrector of Heun's last step (mariofm.sample.nfe)
+            assert nfe == 2 * steps - 1
+        else:  # the likelihood ODE keeps it
+            assert nfe == 2 * steps
+
+
+@pytest.fixture(scope="module")
+def pipeline_rows(mario_clips: Path) -> list[dict[str, str]]:
+    return tables(run_script("data_pipeline.py", "--quick", "--threads", "1", "--data", str(mario_clips)))[0]
+
+
+@pytest.mark.parametrize("stage", ["decode", "open cache", "load clips", "DataLoader", "training step"])
+def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]], stage: str):
+    matching = [r for r in pipeline_rows if r["stage"].startswith(stage)]
+    assert matching and all(number(r["frames/s"]) > 0 for r in matching)
