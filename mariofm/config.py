@@ -23,6 +23,7 @@ class Config:
     channel_mults: tuple[int, ...] = (1, 2, 4)  # one entry per resolution level
     num_res_blocks: int = 1  # residual blocks per level
     time_dim: int = 256  # width of the time embedding
+    time_scale: float = 1000.0  # t in [0, 1] enters the sinusoidal embedding as time_scale·t (see unet.py)
     conv: str = "3d"  # "3d" (3x3x3) or "2+1d" (1x3x3 then 3x1x1)
     patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
     temporal_attention: bool = False  # self-attention over frames at the lowest resolution
@@ -98,7 +99,7 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    for name in ("lr", "ema_decay"):
+    for name in ("lr", "ema_decay", "time_scale"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
     if not 0 < cfg.ema_decay < 1:

@@ -38,7 +38,8 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> to
     These are the Transformer/DDPM frequencies, made for inputs 0..1000 (step numbers). Our t lives in [0, 1],
     where even the fastest one (ω_0 = 1) turns less than a radian and every feature is nearly linear in t:
     t = 0.50 and t = 0.51 would look alike. The scale s = 1000 restores the range the frequencies were made for,
-    so fast features tell close times apart while slow ones say roughly where t is.
+    so fast features tell close times apart while slow ones say roughly where t is. VideoUNet passes
+    cfg.time_scale (1000 by default); docs/benchmarks.md compares 50, which makes v_θ smoother in t.
     """
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
@@ -196,6 +197,7 @@ class VideoUNet(nn.Module):
         chs = [cfg.base_ch * m for m in cfg.channel_mults]
         td, kind, p, n = cfg.time_dim, cfg.conv, cfg.dropout, cfg.num_res_blocks
         self.channels, self.time_dim, self.grad_checkpoint = cfg.video_channels, td, cfg.grad_checkpoint
+        self.time_scale = cfg.time_scale
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.patch = cfg.patch_size
         self.stem = make_conv(cfg.video_channels * self.patch**2, chs[0], kind)
@@ -234,7 +236,8 @@ class VideoUNet(nn.Module):
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must be a float or a tensor of shape (B,)=({x.shape[0]},); got {tuple(t.shape)}")
-        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(x.dtype))  # x.dtype: a .half() model
+        # .to(x.dtype): a .half() model gets a half embedding
+        emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, self.time_scale).to(x.dtype))
         h, skips = self.stem(patchify(x, self.patch)), []
         for blocks, down in zip(self.down_blocks, self.downs):
             for block in blocks:

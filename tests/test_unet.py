@@ -134,6 +134,20 @@ def test_time_embedding_tells_close_times_apart():
     assert (e[0] - e[1]).norm() > 1.0  # the scale by 1000 makes t = 0.50 and 0.51 far apart
 
 
+def test_time_scale_sets_how_fast_the_embedding_moves_with_t():
+    """The same weights see t = 0.50 and 0.51 as more alike with a smaller cfg.time_scale (a smoother v in t)."""
+    fast, slow = VideoUNet(preset("smoke")), VideoUNet(preset("smoke", time_scale=50.0))
+    torch.nn.init.normal_(fast.head[-1].weight, std=0.1)  # the zero-init head would hide every difference
+    slow.load_state_dict(fast.state_dict())
+    x, t = torch.randn(2, 3, 4, 32, 32), torch.tensor([0.50, 0.51])
+
+    def change(net):
+        v = net(x[:1].expand(2, -1, -1, -1, -1), t)
+        return ((v[0] - v[1]).norm() / v[0].norm()).item()
+
+    assert change(slow) < change(fast) / 3
+
+
 @pytest.mark.parametrize("x, t, match", [
     (torch.zeros(2, 3, 16, 16), 0.5, r"shape \(B, 3, T, H, W\)"),
     (torch.zeros(2, 1, 4, 16, 16), 0.5, r"shape \(B, 3, T, H, W\)"),
