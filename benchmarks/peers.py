@@ -114,6 +114,17 @@ def unavailable(name: str) -> str | None:
     return None
 
 
+def installed(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The models of `names` whose packages are here, and {name: why not} for the others."""
+    skipped = {name: reason for name in names if (reason := unavailable(name))}
+    return [name for name in names if name not in skipped], skipped
+
+
+def skipped_note(skipped: dict[str, str]) -> str:
+    """The lines under a table that say which models are missing and how to get them."""
+    return "".join(f"\nSkipped {name}: {reason}\n" for name, reason in skipped.items())
+
+
 def build(name: str, cfg: Config) -> nn.Module:
     """Model `name` of MODELS for clips of cfg's size, initialised from cfg.seed (the same weights every run)."""
     if name not in MODELS:
@@ -188,8 +199,7 @@ def main() -> int:
         args.steps, args.warmup, args.rounds = 1, 0, 1  # the FLOP count already ran one step
 
     dev, cfg, load0 = pick_device(args.device), QUICK if args.quick else preset("cpu"), os.getloadavg()
-    skipped = {name: reason for name in args.models if (reason := unavailable(name))}
-    names = [name for name in args.models if name not in skipped]
+    names, skipped = installed(args.models)
     results: dict[str, list[dict]] = {}
     for r in range(args.rounds):
         for name in names:
@@ -220,8 +230,7 @@ def main() -> int:
                        ("gflop", "GFLOP/step", ".1f"), ("s_step", "s/step", ".3f"), ("cpu_s", "CPU s/step", ".3f"),
                        ("clips_s", "clips/s", ".2f"), ("ratio", "x mariofm clips/s", ".2f"),
                        ("peak_mb", "peak MB", ".0f"), ("grown_mb", "MB grown in steps", ".0f")]))
-    for name, reason in skipped.items():
-        print(f"\nSkipped {name}: {reason}")
+    print(skipped_note(skipped), end="")
     return 0
 
 

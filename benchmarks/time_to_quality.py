@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 from harness import header, make_optimizer, pick_device, sync, table, train_step
-from peers import MODELS, QUICK, build, unavailable
+from peers import MODELS, QUICK, build, installed, skipped_note
 from tqdm.auto import tqdm
 
 from mariofm.config import Config, preset
@@ -136,11 +136,8 @@ def main() -> int:
     real, floor = held_out_sets(cfg, data, args.num, cfg.seed)
     features = VideoFeatures(cfg.seed)
     real_feats = features(real)
-    rows, skipped = [], {}
-    for name in args.models:
-        if reason := unavailable(name):
-            skipped[name] = reason
-            continue
+    rows, (names, skipped) = [], installed(args.models)
+    for name in names:
         model = build(name, cfg).to(dev)
         row = dict(name=name, params=count_parameters(model) / 1e6)
         row |= train_for(model, cfg, train_set, args.minutes * 60, args.steps, dev, name)
@@ -164,8 +161,7 @@ def main() -> int:
                        ("clips", "clips seen", "d"), ("s_step", "s/step", ".3f"),
                        ("train_loss", "train loss (last 20)", ".4f"), ("val_loss", "val FM loss", ".4f"),
                        ("fd3d", "FD-3D", ".4g"), ("eval_s", "eval s", ".0f")]))
-    for name, reason in skipped.items():
-        print(f"\nSkipped {name}: {reason}")
+    print(skipped_note(skipped), end="")
     return 0
 
 
