@@ -21,8 +21,6 @@ randomness comes only from (seed, i), so the files are pixel-identical whatever 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import json
 import multiprocessing as mp
 import re
@@ -38,61 +36,32 @@ import numpy as np
 from tqdm import tqdm
 
 import mariofm
+from mariofm.nes import (
+    DOWN,
+    FLAGPOLE,
+    LEFT,
+    NES_FPS,
+    RIGHT,
+    ROM_SHA256,
+    SELECT,
+    START,
+    UP,
+    Y_PAGE,
+    A,
+    B,
+    Game,
+    RomError,
+    find_rom,
+)
+from mariofm.player import Player
 from mariofm.video import AviWriter
 
-ROM_PACKAGE = "fragile-gym-super-mario-bros==7.4.1"
-ROM_SHA256 = "ec299b990e8bfee8ba46e3f61d63b2e1ae5b8a2e431de84e2e4bbd692dc53586"
 CODEC = "MPNG"
-NES_FPS = 60  # the NES draws ~60.1 frames per second; we round
 
 # the first stage of every world, plus a few that look different (underground 1-2 and 4-2, night 3-2).
 # Left out: water levels and castles (this player can't swim or dodge fire bars) and the tree tops of
 # 1-3 (its jumps are too precise for it).
 DEFAULT_LEVELS = ("1-1", "2-1", "3-1", "4-1", "5-1", "6-1", "7-1", "8-1", "1-2", "3-2", "4-2")
-
-# --- controller byte (player 1): one bit per button -------------------------------------------------
-RIGHT, LEFT, DOWN, UP, START, SELECT, B, A = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
-
-# --- RAM addresses (verified on this ROM) ------------------------------------------------------------
-GAME_MODE, MODE_TASK = 0x0770, 0x0772  # gameplay when mode = 1 and task = 3
-PLAYER_STATE = 0x000E  # 8 normal, 7 entering the level, 4 flagpole slide, 0x0B dying, 6 dead
-ON_GROUND_FLAG = 0x001D  # 0 on the ground, 1 airborne, 3 climbing the flagpole
-X_PAGE, X_PIXEL, Y_PIXEL, Y_PAGE = 0x006D, 0x0086, 0x00CE, 0x00B5  # Mario's position; Y_PAGE > 1: in a pit
-WORLD, STAGE, AREA = 0x075F, 0x075C, 0x0760  # 0-based
-POWER, SMALL = 0x0756, 0x0754  # 0 small, 1 big, 2 fiery; 1 if small
-HALFWAY_PAGE = 0x075B  # the level page a (re)start begins on
-INTRO_TIMER = 0x07A0  # frames the "WORLD x-y" screen stays up
-ENEMY_ACTIVE, ENEMY_KIND, ENEMY_PAGE, ENEMY_X, ENEMY_Y = 0x000F, 0x0016, 0x006E, 0x0087, 0x00CF  # 5 slots each
-METATILES = 0x0500  # the collision map: 2 pages x 13 rows x 16 columns, one byte per 16x16 block
-COINS = (0xC2, 0xC3)  # metatiles Mario passes through
-NORMAL, DYING, FLAGPOLE = 8, 0x0B, 4
-PIRANHA, PIRANHA_DOWN_Y = 0x0D, 0x0434  # the Piranha Plant's kind, and its y when hidden (one per slot)
-HOPPERS = (0x0E, 0x0F, 0x10)  # Koopa Paratroopas: they hop or fly, so they are often above Mario
-# kinds the player ignores: Lakitu (stays up in his cloud), lifts and platforms, flags, the jump spring
-HARMLESS = frozenset([0x11, *range(0x24, 0x2D), 0x30, 0x31, 0x32, 0x34, 0x35])
-
-
-class RomError(RuntimeError):
-    """The ROM package is missing or holds a different ROM."""
-
-
-def find_rom() -> Path:
-    """Path of the Super Mario Bros. ROM shipped by the `fragile-gym-super-mario-bros` package.
-
-    find_spec locates the package without importing it: its __init__ needs nes_py, which we don't use.
-    """
-    spec = importlib.util.find_spec("gym_super_mario_bros")
-    if spec is None or not spec.submodule_search_locations:
-        raise RomError(f"the Super Mario Bros. ROM is missing: install it with `pip install {ROM_PACKAGE}`")
-    rom = Path(list(spec.submodule_search_locations)[0]) / "_roms" / "super-mario-bros.nes"
-    if not rom.is_file():
-        raise RomError(f"{rom} not found: reinstall the ROM with `pip install --force-reinstall {ROM_PACKAGE}`")
-    digest = hashlib.sha256(rom.read_bytes()).hexdigest()
-    if digest != ROM_SHA256:
-        raise RomError(f"{rom} has sha256 {digest}, expected {ROM_SHA256}: a different dump of the game. "
-                       f"Install the expected one with `pip install --force-reinstall {ROM_PACKAGE}` (and "
-                       "uninstall gym-super-mario-bros, which ships another ROM in the same folder)")
-    return rom
 
 
 def parse_levels(text: str | list[str] | tuple[str, ...] | None) -> list[tuple[int, int]]:
@@ -110,220 +79,23 @@ def parse_levels(text: str | list[str] | tuple[str, ...] | None) -> list[tuple[i
     return levels
 
 
-# --- the game, seen through RAM ----------------------------------------------------------------------
-
-class Game:
-    """The emulator, plus named views of the few RAM bytes the recorder and the player read."""
-
-    def __init__(self, rom: Path) -> None:
-        try:  # imported here so that `import mariofm.record` works without the emulator
-            from cynes import NES
-        except ImportError as err:
-            raise ImportError("the NES emulator is missing: `pip install cynes==0.1.2` (wheels for Linux x86-64, "
-                              "macOS arm64 and Windows amd64, Python 3.11-3.13)") from err
-        self.nes = NES(str(rom))
-        # the emulator leaves one PPU flag (byte 24 of its save state) uninitialised; without zeroing
-        # it, about 1 clip in 10 came out shifted by one frame between runs.
-        state = self.nes.save()
-        state[24] = 0
-        self.nes.load(state)
-
-    def step(self, buttons: int, frames: int = 1) -> np.ndarray:
-        """Hold `buttons` for `frames` emulated frames; return the last one, (240, 256, 3) uint8 RGB.
-
-        The array is the emulator's own buffer, overwritten by the next step: copy it to keep it.
-        """
-        self.nes.controller = buttons
-        return self.nes.step(frames=frames)
-
-    def start(self, world: int, stage: int, power: int = 0, page: int = 0) -> bool:
-        """From power-on, start world-stage (1-based) and run until Mario can move; False if he never can.
-
-        power: Mario small (0), big (1) or fiery (2). page: the 256-pixel page of the level Mario
-        starts on. The game itself uses this when it restarts a level at its halfway point after a
-        death; any page works, but on some Mario lands in a pit or a wall.
-        """
-        self.step(0, 40)  # the title screen accepts START from about frame 33
-        # the area index counts the intro scene that worlds 1, 2, 4 and 7 have before stage 2
-        area = stage - 1 + (world in (1, 2, 4, 7) and stage >= 2)
-        self.nes[WORLD], self.nes[STAGE], self.nes[AREA] = world - 1, stage - 1, area
-        # written before START, so the level loads Mario's sprite and palette to match
-        self.nes[POWER], self.nes[SMALL], self.nes[HALFWAY_PAGE] = power, power == 0, page
-        self.step(START)  # one frame only: START held during play would pause
-        for _ in range(200):
-            self.nes[INTRO_TIMER] = min(self.nes[INTRO_TIMER], 1)  # skip most of the "WORLD x-y" screen
-            self.step(0)
-            if self.controllable:
-                feet = (self.y - 16) // 16
-                return any(self.solid(self.x + 8, row) for row in range(feet + 1, 13))  # ground below
-        return False
-
-    @property
-    def playing(self) -> bool:
-        """The level is on screen (not the title, a black transition or the game-over screen)."""
-        return self.nes[GAME_MODE] == 1 and self.nes[MODE_TASK] == 3
-
-    @property
-    def controllable(self) -> bool:
-        return self.playing and self.nes[PLAYER_STATE] == NORMAL
-
-    @property
-    def dying(self) -> bool:
-        return self.nes[PLAYER_STATE] in (DYING, 6) or self.nes[Y_PAGE] > 1
-
-    @property
-    def state(self) -> int:
-        return self.nes[PLAYER_STATE]
-
-    @property
-    def level(self) -> tuple[int, int, int]:
-        """(world, stage, area), 1-based world and stage."""
-        return self.nes[WORLD] + 1, self.nes[STAGE] + 1, self.nes[AREA]
-
-    @property
-    def x(self) -> int:
-        """Mario's x in level pixels (left edge of his 16-pixel-wide sprite)."""
-        return self.nes[X_PAGE] * 256 + self.nes[X_PIXEL]
-
-    @property
-    def y(self) -> int:
-        """Mario's y in screen pixels (top of a small Mario; 176 when standing on the floor)."""
-        return self.nes[Y_PIXEL]
-
-    @property
-    def on_ground(self) -> bool:
-        return self.nes[ON_GROUND_FLAG] == 0
-
-    def solid(self, x: int, row: int) -> bool:
-        """Is the 16x16 block at level pixel x, metatile row `row` (0 = y 32, 12 = y 224) solid?"""
-        if not 0 <= row < 13:
-            return False
-        column = (x // 16) % 32  # the map is a ring of two 16-column pages that follows the camera
-        tile = self.nes[METATILES + (column // 16) * 208 + row * 16 + column % 16]
-        return tile != 0 and tile not in COINS
-
-    def enemies(self) -> list[Enemy]:
-        """Every active enemy slot."""
-        out = []
-        for i in range(5):
-            if self.nes[ENEMY_ACTIVE + i]:
-                kind, y = self.nes[ENEMY_KIND + i], self.nes[ENEMY_Y + i]
-                hidden = kind == PIRANHA and y >= self.nes[PIRANHA_DOWN_Y + i]  # all the way down its pipe
-                out.append(Enemy(kind, self.nes[ENEMY_PAGE + i] * 256 + self.nes[ENEMY_X + i], y, hidden))
-        return out
-
-
-class Enemy(NamedTuple):
-    kind: int  # RAM 0x0016: 0x06 Goomba, 0x0D Piranha Plant, 0x12 Spiny, 0x33 Bullet Bill, ...
-    x: int  # level pixels
-    y: int  # screen pixels; 8 more than Mario's y when both stand on the same floor
-    hidden: bool  # a Piranha Plant inside its pipe
-
-    @property
-    def harmless(self) -> bool:
-        """Lifts, springs and flags, Lakitu up in his cloud, a Piranha Plant hiding in its pipe."""
-        return self.kind in HARMLESS or self.hidden
-
-
-# --- the player ---------------------------------------------------------------------------------------
-
-# what the player is in the mood for: buttons held, chance to pick it, how long it lasts (emulated frames)
-MOODS = {
-    "run": (RIGHT | B, 0.72, (60, 300)),
-    "walk": (RIGHT, 0.14, (30, 120)),
-    "wait": (0, 0.07, (10, 45)),
-    "back": (LEFT, 0.07, (8, 30)),
-}
-
-
-@dataclass
-class Player:
-    """A scripted, stochastic player that reads RAM, never pixels.
-
-    Mostly it runs right holding B. It jumps at walls, pits and enemies just ahead, holding A for a
-    random number of frames (in SMB a longer press makes a higher jump), and lets enemies that fly
-    overhead pass. Now and then it walks, waits or steps back for a moment, so the camera does not
-    always scroll at full speed, and some jumps are badly timed, so Mario sometimes dies.
-    """
-
-    rng: np.random.Generator
-    mood: str = "run"
-    mood_left: int = 0  # emulated frames until the next mood
-    jump_left: int = 0  # emulated frames A stays held
-    in_air: bool = False  # has the current jump left the ground yet?
-    last: int = 0  # the previous buttons
-    stuck: int = 0  # emulated frames spent pushing right without getting further right
-    waited: int = 0  # emulated frames spent waiting for something overhead to pass
-    best_x: int = 0
-
-    def act(self, game: Game, frames: int) -> int:
-        """The buttons to hold for the next `frames` emulated frames."""
-        on_ground = game.on_ground
-        self.mood_left -= frames
-        if self.mood_left <= 0 and on_ground:  # no change of mind in mid-air: that is how Mario falls
-            names = list(MOODS)
-            self.mood = names[self.rng.choice(len(names), p=[MOODS[n][1] for n in names])]
-            low, high = MOODS[self.mood][2]
-            self.mood_left = int(self.rng.integers(low, high))
-        buttons = MOODS[self.mood][0]
-
-        # enemies just ahead as (kind, dx, dy) from Mario; dy < 0: above him
-        ahead = 40 if buttons & B else 24  # look further ahead at running speed
-        enemies = [(e.kind, e.x - game.x, e.y - 8 - game.y) for e in game.enemies()
-                   if not e.harmless and -16 < e.x - game.x < ahead + 48]
-        # wait on the ground while something may come down on Mario (a falling Spiny egg, a Bullet Bill)
-        # or a Piranha Plant is out of a pipe ahead (it stays in while Mario stands next to its pipe, so
-        # he walks up while it is down) -- but not forever
-        overhead = any(kind not in HOPPERS and dx < ahead + 32 and -96 < dy < -24 for kind, dx, dy in enemies)
-        piranha_out = any(kind == PIRANHA and dx > 20 for kind, dx, _ in enemies)  # hidden ones are harmless
-        self.waited = self.waited + frames if overhead or piranha_out else 0
-        if (overhead or piranha_out) and on_ground and self.waited < 90:
-            buttons = 0
-        # enemies to jump over or onto: about level with Mario, or a Koopa hopping his way
-        enemy_ahead = any(dx < ahead + 32 and (abs(dy) <= 40 or kind in HOPPERS and dy > -64)
-                          for kind, dx, dy in enemies)
-
-        # a pipe or a wall that short hops don't clear: push right long enough, then jump high
-        self.stuck = self.stuck + frames if buttons & RIGHT and game.x <= self.best_x else 0
-        self.best_x = max(self.best_x, game.x)
-
-        if self.jump_left > 0:
-            self.in_air |= not on_ground
-            if self.in_air and on_ground:  # landed: let go of A so the next jump can start
-                self.jump_left = 0
-            else:
-                self.jump_left -= frames
-                buttons |= A
-        elif not self.last & A and on_ground and buttons:  # SMB jumps when A goes down: up first
-            hold = self.jump_hold(game, ahead, enemy_ahead)
-            if hold:
-                self.jump_left, self.in_air = hold - frames, False
-                buttons |= A
-        self.last = buttons
-        return buttons
-
-    def jump_hold(self, game: Game, ahead: int, enemy_ahead: bool) -> int:
-        """How many frames to hold A for a jump that starts now, or 0 for no jump."""
-        rng, x = self.rng, game.x
-        feet = (game.y - 16) // 16  # the metatile row Mario's feet are in (small Mario on the floor: 10)
-        wall = any(game.solid(x + 16 + d, row) for d in (0, ahead // 2) for row in (feet, feet - 1))
-        # a pit: nothing to land on in the column ahead, from foot level to the bottom of the screen
-        pit = not any(game.solid(x + 8 + ahead, row) for row in range(feet + 1, 13))
-        if self.stuck > 30 or (wall or pit) and rng.random() < 0.9:
-            return int(rng.integers(24, 36))  # a full jump clears pipes and gaps
-        if enemy_ahead and rng.random() < 0.9:
-            return int(rng.integers(20, 36))  # a high jump: over the enemy, or onto it
-        if rng.random() < 0.004:  # a jump for the fun of it
-            return int(rng.integers(4, 30))
-        return 0
-
-
 # --- one clip -----------------------------------------------------------------------------------------
 
-CHECKPOINT_FRAMES = 32  # emulated frames (about 0.5 s) between the save states a rewind can go back to
-MAX_CHECKPOINTS = 8  # so a rewind reaches up to about 4 s back
+SAVE_EVERY = 32  # emulated frames (about 0.5 s) between the save states a rewind can go back to
+MAX_SAVES = 8  # so a rewind reaches up to about 4 s back
 DEATH_TAIL = 30  # emulated frames kept after a dying Mario has left the screen
 FLAG_TAIL = 240  # emulated frames kept after Mario grabs the flagpole (slide, walk to the castle)
+
+
+class SaveState(NamedTuple):
+    """What a rewind goes back to: the emulator and the player as they were at `step`, and how much of the
+    clip had been recorded then (frames and events after it are taken back)."""
+
+    step: int
+    emulator: bytes  # cynes' save state
+    player: Player
+    recorded: int  # len(clip.actions) at that step
+    events: int  # len(clip.events) at that step
 
 
 @dataclass
@@ -353,19 +125,18 @@ def play_clip(game: Game, player: Player, frames: int, frame_skip: int, preroll:
     """
     clip, rng, area = Clip(), player.rng, game.level
     keep_death = rng.random() < death_chance
-    every = max(1, CHECKPOINT_FRAMES // frame_skip)  # steps between save states
+    every = max(1, SAVE_EVERY // frame_skip)  # steps between save states
     pending: list[np.ndarray] = []  # recorded frames a rewind may still take back
-    checkpoints: list[tuple] = []  # (step, emulator state, player, recorded length, #events), oldest first
+    saves: list[SaveState] = []  # oldest first
     failures, undone_at = 0, -1  # deaths undone in a row near step `undone_at`: each goes back further
     step, dying_at, flag_at, offscreen = 0, None, None, 0
     while len(clip.actions) < frames:
-        if step % every == 0 and (not checkpoints or checkpoints[-1][0] < step) \
-                and dying_at is None and flag_at is None:
-            checkpoints.append((step, game.nes.save(), replace(player), len(clip.actions), len(clip.events)))
-            del checkpoints[:-MAX_CHECKPOINTS]
+        if step % every == 0 and (not saves or saves[-1].step < step) and dying_at is None and flag_at is None:
+            saves.append(SaveState(step, game.nes.save(), replace(player), len(clip.actions), len(clip.events)))
+            del saves[:-MAX_SAVES]
             failures = 0 if step > undone_at else failures
             # frames older than the oldest save state can't be taken back any more
-            final = len(pending) - (len(clip.actions) - checkpoints[0][3])
+            final = len(pending) - (len(clip.actions) - saves[0].recorded)
             for frame in pending[:final]:
                 write(frame)
             del pending[:final]
@@ -387,13 +158,14 @@ def play_clip(game: Game, player: Player, frames: int, frame_skip: int, preroll:
             if in_preroll or not keep_death and clip.rewinds < max_rewinds:
                 failures, undone_at = failures + 1, max(undone_at, step)
                 back = step - every * (1 + (failures - 1) // 2)  # 0.5-1 s back; further every 2nd time
-                while len(checkpoints) > 1 and checkpoints[-1][0] > back:
-                    checkpoints.pop()
-                step, state, saved, length, n_events = checkpoints[-1]
-                game.nes.load(state)
-                player = replace(saved)  # same moods and timers; the shared rng moves on, so the replay differs
-                del pending[len(pending) - (len(clip.actions) - length):]
-                del clip.actions[length:], clip.xs[length:], clip.events[n_events:]
+                while len(saves) > 1 and saves[-1].step > back:
+                    saves.pop()
+                save = saves[-1]
+                step = save.step
+                game.nes.load(save.emulator)
+                player = replace(save.player)  # same moods and timers; the shared rng moves on: the replay differs
+                del pending[len(pending) - (len(clip.actions) - save.recorded):]
+                del clip.actions[save.recorded:], clip.xs[save.recorded:], clip.events[save.events:]
                 clip.rewinds += 1
                 if in_preroll and clip.rewinds >= max_rewinds:
                     preroll = step  # this stretch keeps killing Mario: record from here instead
@@ -576,5 +348,5 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["find_rom", "record_clips", "record_clip", "parse_levels", "add_cli", "Game", "Player",
-           "play_clip", "RomError", "DEFAULT_LEVELS", "ROM_SHA256"]
+__all__ = ["record_clips", "record_clip", "play_clip", "parse_levels", "add_cli", "Clip", "SaveState",
+           "DEFAULT_LEVELS"]

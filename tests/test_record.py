@@ -13,20 +13,8 @@ import pytest
 from conftest import MARIO_CLIPS
 
 from mariofm.cli import main
-from mariofm.record import (
-    LEFT,
-    RIGHT,
-    ROM_SHA256,
-    SELECT,
-    START,
-    A,
-    B,
-    Game,
-    RomError,
-    find_rom,
-    parse_levels,
-    record_clips,
-)
+from mariofm.nes import LEFT, RIGHT, ROM_SHA256, SELECT, START, A, B, Game, RomError, find_rom
+from mariofm.record import parse_levels, record_clips
 from mariofm.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
