@@ -28,6 +28,8 @@ class Config:
     patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
     temporal_attention: bool = False  # self-attention over frames at the lowest resolution
     dropout: float = 0.0
+    prediction: str = "velocity"  # what the net outputs: "velocity" v, or "x0" (a clean clip; v derived, flow.py)
+    t_min: float = 0.05  # with prediction="x0": v = (x_t − x̂0) / max(t, t_min)
     grad_checkpoint: bool = False  # recompute activations in backward to save memory
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
@@ -78,7 +80,8 @@ class Config:
 
 _POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride",
              "base_ch", "num_res_blocks", "patch_size", "time_dim", "batch_size", "epochs", "sample_steps", "fps")
-_CHOICES = {"conv": ("3d", "2+1d"), "time_sampling": ("uniform", "logit_normal"), "solver": ("heun", "euler")}
+_CHOICES = {"prediction": ("velocity", "x0"), "conv": ("3d", "2+1d"),
+            "time_sampling": ("uniform", "logit_normal"), "solver": ("heun", "euler")}
 
 
 def validate(cfg: Config) -> None:
@@ -99,7 +102,7 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    for name in ("lr", "ema_decay", "time_scale"):
+    for name in ("lr", "ema_decay", "time_scale", "t_min"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
     if not 0 < cfg.ema_decay < 1:

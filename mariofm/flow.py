@@ -39,6 +39,17 @@ def target_velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
+def velocity_from_x0(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t_min: float = 0.05) -> torch.Tensor:
+    """The velocity implied by a guess x̂0 of the clean data: v = (x_t − x̂0) / t.
+
+    From x_t = (1 − t)·x0 + t·ε: ε = (x_t − (1 − t)·x0) / t, so v* = ε − x0 = (x_t − x0) / t. A network that
+    outputs x̂0 (a clean, smooth picture) instead of v (which holds the noise ε itself, to be copied through
+    pixel by pixel) has the easier job in pixel space ("Back to Basics", Li & He 2025; EDM's c_skip/c_out is the
+    same idea). Near t = 0 the division would blow up any error in x̂0, so t is floored at t_min.
+    """
+    return (x_t - x0_hat) / _per_sample(t, x_t).clamp(min=t_min).to(x_t.dtype)
+
+
 def sample_t(batch: int, kind: str = "uniform", *, generator: torch.Generator | None = None,
              device: torch.device | str | None = None, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """Draw B training times in [0, 1).
@@ -105,4 +116,4 @@ def loss_by_t(t: torch.Tensor, per_sample: torch.Tensor, bins: int = 10,
     return centres, total / count, count  # 0 / 0 = nan for an empty bin
 
 
-__all__ = ["Velocity", "interpolate", "target_velocity", "sample_t", "fm_loss", "loss_by_t"]
+__all__ = ["Velocity", "interpolate", "target_velocity", "velocity_from_x0", "sample_t", "fm_loss", "loss_by_t"]

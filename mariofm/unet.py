@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mariofm.config import Config
+from mariofm.flow import velocity_from_x0
 
 
 def group_norm(ch: int) -> nn.GroupNorm:
@@ -189,7 +190,9 @@ class VideoUNet(nn.Module):
 
     Level i has width base_ch·channel_mults[i] and num_res_blocks residual blocks on the way down and up;
     every level but the last halves H and W. The output conv starts at zero, so the untrained model predicts
-    v = 0 and the first loss is E‖ε - x0‖², a known value to check training against.
+    v = 0 and the first loss is E‖ε - x0‖², a known value to check training against. With
+    cfg.prediction="x0" the head's output is read as the clean clip x̂0 and forward returns the velocity it
+    implies, (x_t − x̂0) / max(t, t_min): to the loss and the samplers the model is a velocity model either way.
     """
 
     def __init__(self, cfg: Config):
@@ -197,7 +200,7 @@ class VideoUNet(nn.Module):
         chs = [cfg.base_ch * m for m in cfg.channel_mults]
         td, kind, p, n = cfg.time_dim, cfg.conv, cfg.dropout, cfg.num_res_blocks
         self.channels, self.time_dim, self.grad_checkpoint = cfg.video_channels, td, cfg.grad_checkpoint
-        self.time_scale = cfg.time_scale
+        self.time_scale, self.prediction, self.t_min = cfg.time_scale, cfg.prediction, cfg.t_min
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.patch = cfg.patch_size
         self.stem = make_conv(cfg.video_channels * self.patch**2, chs[0], kind)
@@ -251,7 +254,8 @@ class VideoUNet(nn.Module):
             for block in blocks:
                 h = self._block(block, h, emb)
             h = up(h)
-        return unpatchify(self.head(h), self.patch)
+        out = unpatchify(self.head(h), self.patch)
+        return velocity_from_x0(x, out, t, self.t_min) if self.prediction == "x0" else out
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -157,3 +157,20 @@ def test_time_scale_sets_how_fast_the_embedding_moves_with_t():
 def test_bad_input_is_refused_with_a_clear_message(x, t, match):
     with pytest.raises(ValueError, match=match):
         VideoUNet(preset("smoke"))(x, t)
+
+
+def test_x0_prediction_returns_the_velocity_its_clean_guess_implies():
+    """prediction="x0": forward(x_t, t) = (x_t − x̂0) / max(t, t_min), with x̂0 the head's output; so the exact
+    x0 turns into the exact target velocity ε − x0 (checked by planting x̂0 through the head's bias)."""
+    cfg = preset("smoke", prediction="x0", t_min=0.05)
+    torch.manual_seed(0)
+    model = VideoUNet(cfg).eval()
+    x0 = torch.full((2, 3, 4, 32, 32), 0.25)  # a constant clip: the head's bias alone can output it
+    with torch.no_grad():
+        model.head[-1].bias.fill_(0.25)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0.5, 0.02])  # the second lies under t_min
+    x_t = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * noise
+    v = model(x_t, t)
+    torch.testing.assert_close(v[0], (noise - x0)[0])
+    torch.testing.assert_close(v[1], (x_t[1] - x0[1]) / 0.05)
