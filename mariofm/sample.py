@@ -39,7 +39,6 @@ def _check(steps: int, solver: str) -> None:
         raise ValueError(f"steps={steps!r} must be a positive integer, e.g. steps=20")
 
 
-@torch.no_grad()
 def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float, steps: int,
               solver: str = "heun", *, final_corrector: bool = True, progress: bool = False,
               callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -60,16 +59,18 @@ def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float,
                              "it must return a tensor of its input's shape")
         return out
 
-    if callback is not None:
-        callback(0, grid[0], x)
-    for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
-        t, h = grid[i], grid[i + 1] - grid[i]
-        slope = v(x, t)
-        if solver == "heun" and (final_corrector or i < steps - 1):
-            slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
-        x = x + h * slope
+    # a `with` block rather than a @torch.no_grad() decorator: mutmut skips decorated functions (docs/testing.md)
+    with torch.no_grad():
         if callback is not None:
-            callback(i + 1, grid[i + 1], x)
+            callback(0, grid[0], x)
+        for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
+            t, h = grid[i], grid[i + 1] - grid[i]
+            slope = v(x, t)
+            if solver == "heun" and (final_corrector or i < steps - 1):
+                slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
+            x = x + h * slope
+            if callback is not None:
+                callback(i + 1, grid[i + 1], x)
     return x
 
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from mariofm.config import Config
 from mariofm.data import real_clips
@@ -38,7 +38,7 @@ def test_corrupted_file_is_refused(tmp_path):
     data = bytearray(bad.read_bytes())
     data[8:40] = b"\xff" * 32  # clobber the header
     bad.write_bytes(bytes(data))
-    with pytest.raises(Exception):  # noqa: B017 - safetensors raises its own error types
+    with pytest.raises(SafetensorError, match="Error while deserializing header"):
         load_model(bad)
 
 

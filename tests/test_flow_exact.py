@@ -1,0 +1,108 @@
+"""The objective's exact values, dtypes and devices (mariofm.flow): the contracts the teaching tests in
+test_flow.py take for granted. Written against the mutants `make mutation` left alive (docs/testing.md).
+
+The "meta" device stands in for a GPU on a CPU-only machine: tensors there have shapes and devices but no
+values, and mixing them with CPU tensors fails just as mixing CPU and CUDA tensors does.
+"""
+
+import re
+
+import pytest
+import torch
+
+from mariofm.flow import fm_loss, interpolate, loss_by_t, sample_t, velocity_from_x0
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_half_precision_data_keeps_its_dtype():
+    """Under autocast the data may be bf16 while t is float32: x_t and v must stay bf16 (not promoted)."""
+    x0, noise = torch.rand(2, 3, dtype=torch.bfloat16), torch.randn(2, 3, dtype=torch.bfloat16)
+    t = torch.tensor([0.25, 0.5])
+    assert interpolate(x0, noise, t).dtype == torch.bfloat16
+    assert velocity_from_x0(x0, noise, t).dtype == torch.bfloat16
+
+
+def test_velocity_from_x0_floors_t_at_its_default_t_min():
+    x_t, x0_hat = torch.randn(3, 4, generator=_gen()), torch.randn(3, 4, generator=_gen(1))
+    v = velocity_from_x0(x_t, x0_hat, torch.tensor([0.5, 0.05, 0.01]))  # default t_min = 0.05
+    torch.testing.assert_close(v, (x_t - x0_hat) / torch.tensor([[0.5], [0.05], [0.05]]))
+
+
+def test_a_wrong_t_shape_names_both_shapes():
+    x0 = torch.zeros(4, 3, 2)
+    with pytest.raises(ValueError, match=re.escape("t must have shape (B,)=(4,), one time per sample; got (3,)")):
+        interpolate(x0, x0, torch.zeros(3))
+
+
+def test_sample_t_draws_these_exact_times():
+    """uniform (the default kind) is torch.rand; logit-normal is sigmoid(mean + std·n) of the same generator."""
+    assert torch.equal(sample_t(6, generator=_gen(3)), torch.rand(6, generator=_gen(3)))
+    expected = torch.sigmoid(1.0 + 2.0 * torch.randn(6, generator=_gen(3)))
+    assert torch.equal(sample_t(6, "logit_normal", generator=_gen(3), mean=1.0, std=2.0), expected)
+
+
+def test_sample_t_with_a_cpu_generator_returns_times_on_the_requested_device():
+    assert sample_t(4, generator=_gen(), device="meta").device.type == "meta"
+    assert sample_t(4, "logit_normal", generator=_gen(), device="meta").device.type == "meta"
+    assert sample_t(4, generator=_gen()).device.type == "cpu"
+
+
+def test_fm_loss_draws_t_then_noise_of_the_data_dtype_from_the_generator():
+    """The seeded draw is: t = rand(B) (float32), then ε = randn(x0.shape, dtype=x0.dtype), both from `generator`;
+    t is returned in x0's dtype. A float32 ε for float64 data would be a different (coarser) draw."""
+    x0 = torch.rand(3, 2, 5, generator=_gen(9), dtype=torch.float64) * 2 - 1
+    seen = {}
+
+    def model(x_t, t):
+        seen["x_t"], seen["t"] = x_t, t
+        return torch.zeros_like(x_t)
+
+    loss, per_sample, t = fm_loss(model, x0, generator=_gen(4))
+    g = _gen(4)
+    t_exp = torch.rand(3, generator=g).double()
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    assert t.dtype == seen["t"].dtype == torch.float64 and torch.equal(t, t_exp)
+    assert torch.equal(seen["x_t"], interpolate(x0, noise, t_exp))
+    torch.testing.assert_close(per_sample, (noise - x0).square().flatten(1).mean(1), rtol=0, atol=0)
+    assert loss.item() == pytest.approx(per_sample.mean().item(), rel=1e-12)
+
+
+def test_fm_loss_moves_given_times_to_the_data_dtype_and_device():
+    x0 = torch.rand(2, 3)
+    seen = {}
+
+    def model(x_t, t):
+        seen["t"] = t
+        return x_t * t[:, None]
+
+    _, _, t = fm_loss(model, x0, t=torch.tensor([0.25, 0.75], dtype=torch.float64), noise=torch.randn(2, 3))
+    assert t.dtype == seen["t"].dtype == torch.float32
+    # data on another device (meta) with CPU times and a CPU generator: every tensor ends up beside the data
+    meta = x0.to("meta")
+    loss, per_sample, t = fm_loss(model, meta, t=torch.tensor([0.25, 0.75]), noise=torch.randn(2, 3).to("meta"))
+    assert loss.device.type == per_sample.device.type == t.device.type == "meta"
+    loss, per_sample, t = fm_loss(model, meta, generator=_gen())
+    assert loss.device.type == t.device.type == "meta"
+
+
+def test_fm_loss_measures_the_error_in_the_data_precision():
+    """A float32 velocity for bf16 data is rounded to bf16 first: the loss is in the data's precision."""
+    x0 = torch.rand(2, 8, generator=_gen()).bfloat16()
+    _, per_sample, _ = fm_loss(lambda x, t: x.float() * 0.3, x0, generator=_gen(1))
+    assert per_sample.dtype == torch.bfloat16
+
+
+def test_a_model_of_the_wrong_shape_is_told_what_a_velocity_model_must_do():
+    with pytest.raises(ValueError, match="a velocity model must return a tensor of its input's shape"):
+        fm_loss(lambda x, t: x[:, :1], torch.zeros(2, 3))
+
+
+def test_loss_by_t_has_ten_bins_by_default_even_when_the_last_ones_are_empty():
+    t = torch.tensor([0.01, 0.12, 0.15, 0.29])
+    centres, mean, count = loss_by_t(t, torch.tensor([1.0, 2.0, 4.0, 8.0]))
+    assert centres.shape == mean.shape == count.shape == (10,)
+    assert count.tolist() == [1, 2, 1, 0, 0, 0, 0, 0, 0, 0] and mean[1].item() == 3.0
+    assert torch.isnan(mean[3:]).all()

@@ -1,0 +1,66 @@
+"""The samplers' exact steps, defaults and side effects (mariofm.sample), written against the mutants
+`make mutation` left alive; test_sample.py checks them against torchdiffeq and the exact Gaussian flow."""
+
+import pytest
+import torch
+
+from mariofm.sample import nfe, sample, solve_ode
+
+
+def test_nfe_defaults_to_heun_without_the_final_corrector():
+    assert nfe(5) == 9 and nfe(5, "heun") == 9 and nfe(5, "heun", final_corrector=True) == 10
+    assert nfe(5, "euler") == nfe(5, "euler", final_corrector=True) == 5
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_one_step_is_one_euler_step_from_t_1(solver):
+    """steps=1 is allowed; by default Heun's only step skips its corrector, so it is x1 − v(x1, 1)."""
+    x1 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    seen = []
+
+    def field(x, t):
+        seen.append(t.item())
+        return 3 * x + t[:, None]
+
+    assert torch.equal(sample(field, x1, 1, solver), x1 - (3 * x1 + 1))
+    assert seen == [1.0]
+
+
+def test_textbook_heun_step_by_hand():
+    """One Heun step from t=1 to t=0.5 on v = x·t: predictor x̃ = x − ½·x, corrector slope (x + x̃·½) / 2."""
+    x = torch.tensor([[2.0]], dtype=torch.float64)
+    out = solve_ode(lambda x, t: x * t[:, None], x, 1.0, 0.5, 1)  # Heun with its corrector is the default
+    predictor = x - 0.5 * x
+    assert torch.equal(out, x - 0.5 * (x * 1.0 + predictor * 0.5) / 2)
+
+
+def test_progress_bar_only_when_asked(capsys):
+    x1 = torch.zeros(2, 3)
+    sample(lambda x, t: x, x1, 3)
+    solve_ode(lambda x, t: x, x1, 0.0, 1.0, 2)
+    assert capsys.readouterr().err == ""
+    sample(lambda x, t: x, x1, 3, "heun", progress=True)
+    err = capsys.readouterr().err
+    assert "heun 1→0" in err and "0/3" in err
+    assert err.endswith("\r") and "\n" not in err  # the finished bar is erased, not left behind as a line
+    solve_ode(lambda x, t: x, x1, 0.0, 1.0, 2, "euler", progress=True)
+    assert "euler 0→1" in capsys.readouterr().err
+
+
+def test_times_are_made_on_the_state_device():
+    """Each t handed to the velocity lives beside x (meta stands in for a GPU): a CPU t would not mix."""
+    x1 = torch.zeros(4, 3, device="meta")
+    out = sample(lambda x, t: x * t[:, None], x1, 2, "heun", final_corrector=True)
+    assert out.device.type == "meta" and out.shape == (4, 3)
+
+
+def test_sampling_builds_no_graph_even_for_a_trainable_field():
+    w = torch.nn.Parameter(torch.tensor(0.5))
+    out = sample(lambda x, t: w * x, torch.ones(2, 3), 3)
+    assert not out.requires_grad and out.grad_fn is None
+
+
+def test_a_velocity_of_the_wrong_shape_is_told_what_it_must_return():
+    with pytest.raises(ValueError, match=r"returned shape \(2, 1\) for input \(2, 3\); it must return a tensor "
+                                         "of its input's shape"):
+        solve_ode(lambda x, t: x[:, :1], torch.zeros(2, 3), 0.0, 1.0, 2)

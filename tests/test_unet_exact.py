@@ -1,0 +1,270 @@
+"""The UNet's exact pieces (mariofm.unet): patches, the time embedding's formula, which blocks gradient
+checkpointing recomputes, and the layers' shapes. Written against the mutants `make mutation` left alive."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+import mariofm
+from mariofm.config import Config, preset
+from mariofm.unet import (
+    Conv3DBlock,
+    Down3D,
+    Residual3DBlock,
+    TemporalAttention,
+    TemporalConv,
+    VideoUNet,
+    count_parameters,
+    group_norm,
+    make_conv,
+    patchify,
+    sinusoidal_embedding,
+    unpatchify,
+)
+
+SHIPPED = Path(mariofm.__file__).parent / "checkpoints" / "mariofm_cpu.safetensors"
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _perturbed(cfg: Config, seed: int = 0) -> VideoUNet:
+    """A seeded model whose zero-init output conv is perturbed, so its output depends on every layer."""
+    torch.manual_seed(seed)
+    model = VideoUNet(cfg)
+    nn.init.normal_(model.head[-1].weight, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("p, shape", [(2, (2, 3, 4, 6, 8)), (3, (1, 2, 2, 9, 6))])
+def test_patchify_puts_each_pixel_in_its_documented_channel(p, shape):
+    """out[b, c·p² + i·p + j, t, y, x] = in[b, c, t, y·p + i, x·p + j]: pixel (i, j) of each p x p block."""
+    x = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+    out = patchify(x, p)
+    b, c, t, h, w = shape
+    assert out.shape == (b, c * p * p, t, h // p, w // p)
+    for ci in range(c):
+        for i in range(p):
+            for j in range(p):
+                assert torch.equal(out[:, ci * p * p + i * p + j], x[:, ci, :, i::p, j::p]), (ci, i, j)
+    assert torch.equal(unpatchify(out, p), x)  # exact, not close: nothing but moves
+
+
+def test_unpatchify_is_the_exact_inverse_both_ways():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 12, 3, 5, 4, generator=g)  # 3 channels of 2x2 patches
+    assert unpatchify(y, 2).shape == (2, 3, 3, 10, 8)
+    assert torch.equal(patchify(unpatchify(y, 2), 2), y)
+    x = torch.randn(2, 3, 3, 10, 8, generator=g)
+    assert patchify(x, 1) is x and unpatchify(x, 1) is x
+
+
+def test_sinusoidal_embedding_is_the_formula_in_its_docstring():
+    """[sin(s·t·ω_k), cos(s·t·ω_k)], ω_k = 10000^(-k/(dim/2)): checked entry by entry in float64 maths."""
+    t, dim, s = torch.tensor([0.0, 0.3, 0.77]), 6, 1000.0
+    e = sinusoidal_embedding(t, dim, s)
+    for n, tn in enumerate(t.tolist()):
+        for k in range(dim // 2):
+            angle = s * tn * 10000.0 ** (-k / (dim // 2))
+            assert e[n, k].item() == pytest.approx(math.sin(angle), abs=2e-4)
+            assert e[n, dim // 2 + k].item() == pytest.approx(math.cos(angle), abs=2e-4)
+    assert torch.equal(sinusoidal_embedding(t, dim), e)  # the default scale is 1000
+
+
+def test_group_norm_uses_the_most_groups_up_to_32():
+    assert [group_norm(ch).num_groups for ch in (8, 96, 3, 64, 48)] == [8, 32, 1, 32, 16]
+
+
+def _count_block_calls(model: VideoUNet) -> dict[str, int]:
+    """Wrap every residual block's forward to count its calls. (A forward hook would not do: torch 2.13's
+    non-reentrant checkpoint does not fire hooks while it recomputes.)"""
+    calls: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Residual3DBlock):
+            calls[name] = 0
+
+            def counted(*args, _name=name, _forward=module.forward, **kwargs):
+                calls[_name] += 1
+                return _forward(*args, **kwargs)
+
+            module.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_checkpointing_recomputes_every_residual_block_in_backward(checkpointing):
+    """With grad_checkpoint each residual block (down, middle, up) keeps only its input and runs again in
+    backward: 2 calls per block for one forward + backward, against 1 without. Under no_grad, 1 call either way."""
+    torch.manual_seed(0)
+    model = VideoUNet(preset("smoke", grad_checkpoint=checkpointing, num_res_blocks=2))
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    calls = _count_block_calls(model)
+    assert len(calls) == 2 * 2 + 2 + 2 * 2  # 2 levels x 2 blocks down, 2 in the middle, 2 x 2 up
+    x = torch.randn(2, 3, 4, 32, 32)
+    out = model(x, torch.tensor([0.3, 0.6]))
+    assert set(calls.values()) == {1}
+    out.square().mean().backward()
+    assert set(calls.values()) == {2 if checkpointing else 1}, calls
+    with torch.no_grad():
+        model(x, 0.5)
+    assert set(calls.values()) == {3 if checkpointing else 2}, calls
+
+
+def test_checkpointed_model_supports_gradients_with_respect_to_its_input():
+    """torch.autograd.grad(v, x) — what the likelihood's divergence needs — works through checkpointed blocks
+    (the reentrant variant of torch's checkpoint refuses it) and equals the plain model's gradient."""
+    x, t = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.6])
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = VideoUNet(preset("smoke", grad_checkpoint=checkpointing))
+        torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+        xr = x.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(model(xr, t).square().sum(), xr)[0])
+    torch.testing.assert_close(grads[1], grads[0])
+    assert grads[0].abs().max() > 0
+
+
+# --- the layers, against their docstrings' formulas ------------------------------------------------------------
+def test_make_conv_weights_are_27_in_out_or_9_in_out_plus_3_out_out():
+    assert count_parameters(make_conv(4, 8, "3d")) == 27 * 4 * 8 + 8
+    assert count_parameters(make_conv(4, 8, "2+1d")) == 9 * 4 * 8 + 8 + 3 * 8 * 8 + 8
+    factorised = make_conv(4, 8, "2+1d")
+    assert factorised[0].kernel_size == (1, 3, 3) and isinstance(factorised[1], TemporalConv)
+
+
+def test_conv_block_is_conv_norm_film_silu():
+    torch.manual_seed(0)
+    block = Conv3DBlock(4, 8, time_dim=6)
+    assert block.conv.kernel_size == (3, 3, 3)  # "3d" is the default
+    x, emb = _randn(2, 4, 3, 5, 5), _randn(2, 6, seed=1)
+    linear = block.to_scale_shift[-1]
+    scale, shift = F.linear(F.silu(emb), linear.weight, linear.bias).chunk(2, dim=1)
+    h = block.norm(block.conv(x))
+    expected = F.silu(h * (1 + scale[:, :, None, None, None]) + shift[:, :, None, None, None])
+    torch.testing.assert_close(block(x, emb), expected)
+    plain = Conv3DBlock(4, 8)  # no time_dim: no conditioning
+    assert plain.to_scale_shift is None
+    torch.testing.assert_close(plain(x), F.silu(plain.norm(plain.conv(x))))
+
+
+def test_residual_block_adds_its_two_conv_blocks_to_the_skip():
+    torch.manual_seed(0)
+    x, emb = _randn(2, 4, 3, 5, 5), _randn(2, 6, seed=1)
+    wider, same = Residual3DBlock(4, 8, 6), Residual3DBlock(4, 4, 6)
+    assert isinstance(wider.skip, nn.Conv3d) and wider.skip.kernel_size == (1, 1, 1)
+    assert isinstance(same.skip, nn.Identity) and same.dropout.p == 0.0
+    assert wider.block1.conv.kernel_size == (3, 3, 3) and wider.block2.to_scale_shift is None
+    for block in (wider, same):
+        torch.testing.assert_close(block(x, emb), block.skip(x) + block.block2(block.block1(x, emb)))
+
+
+def test_down3d_is_a_strided_1x3x3_conv():
+    down = Down3D(4)
+    assert (down.conv.kernel_size, down.conv.stride, down.conv.padding) == ((1, 3, 3), (1, 2, 2), (0, 1, 1))
+    assert down(_randn(1, 4, 3, 10, 6)).shape == (1, 4, 3, 5, 3)
+
+
+@pytest.mark.parametrize("ch, heads", [(32, 1), (64, 2), (96, 3), (48, 1)])
+def test_temporal_attention_uses_heads_of_32_channels_when_they_divide(ch, heads):
+    assert TemporalAttention(ch).heads == heads
+
+
+def test_temporal_attention_is_multi_head_attention_over_each_pixels_frames():
+    """Written out pixel by pixel: tokens LN(x_k) + pos_k with pos_k = [sin(k·ω), cos(k·ω)] (scale 1), q|k|v
+    from one linear map, softmax(q·kᵀ/√d)·v per head of 32 channels, the output projection, plus x."""
+    torch.manual_seed(0)
+    attn, (b, c, t, h, w) = TemporalAttention(64), (2, 64, 5, 2, 3)
+    nn.init.normal_(attn.norm.weight)
+    nn.init.normal_(attn.norm.bias)
+    x = _randn(b, c, t, h, w)
+    pos = sinusoidal_embedding(torch.arange(t), c, scale=1.0)
+    expected = x.clone()
+    for n in range(b):
+        for y in range(h):
+            for xx in range(w):
+                tokens = attn.norm(x[n, :, :, y, xx].T) + pos  # (t, c)
+                qkv = attn.qkv(tokens)
+                heads = []
+                for i in range(2):
+                    q, k, v = (qkv[:, j * c + 32 * i: j * c + 32 * (i + 1)] for j in range(3))
+                    heads.append(torch.softmax(q @ k.T / math.sqrt(32), dim=-1) @ v)
+                expected[n, :, :, y, xx] += attn.proj(torch.cat(heads, dim=1)).T
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+# --- the whole net ------------------------------------------------------------------------------------------
+def test_every_residual_block_is_conditioned_on_t_and_gets_the_dropout():
+    model = VideoUNet(preset("smoke", num_res_blocks=2, dropout=0.3))
+    blocks = [m for m in model.modules() if isinstance(m, Residual3DBlock)]
+    assert len(blocks) == 10 and all(b.block1.to_scale_shift is not None for b in blocks)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3] * 10
+
+
+@pytest.mark.parametrize("conv", ["3d", "2+1d"])
+def test_the_conv_kind_reaches_the_stem_and_every_block(conv):
+    model = VideoUNet(preset("smoke", conv=conv, num_res_blocks=2))
+    full = [m for m in model.modules() if isinstance(m, nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    temporal = [m for m in model.modules() if isinstance(m, TemporalConv)]
+    # stem + 2 conv blocks in each of 10 residual blocks
+    assert (len(full), len(temporal)) == ((21, 0) if conv == "3d" else (0, 21))
+
+
+@pytest.mark.parametrize("patch, kernel", [(1, (1, 1, 1)), (2, (1, 3, 3)), (3, (1, 3, 3))])
+def test_the_head_sees_neighbours_only_with_patches(patch, kernel):
+    cfg = preset("smoke", patch_size=patch, video_height=12 * patch, video_width=12 * patch)
+    model = _perturbed(cfg)
+    assert model.head[-1].kernel_size == kernel and model.head[-1].out_channels == 3 * patch**2
+    assert isinstance(model.head[0], nn.GroupNorm) and isinstance(model.head[1], nn.SiLU)
+    x = _randn(1, 3, 2, 12 * patch, 12 * patch)
+    assert model(x, 0.5).shape == x.shape
+
+
+def test_x0_prediction_floors_t_at_the_configured_t_min():
+    model = _perturbed(preset("smoke", prediction="x0", t_min=0.2)).eval()
+    velocity = _perturbed(preset("smoke")).eval()  # the same weights, read as a velocity: x̂0 itself
+    x = _randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        x0_hat = velocity(x, torch.tensor([0.1, 0.5]))
+        torch.testing.assert_close(model(x, torch.tensor([0.1, 0.5])),
+                                   (x - x0_hat) / torch.tensor([0.2, 0.5]).view(2, 1, 1, 1, 1))
+
+
+def test_the_model_runs_where_its_input_lives_and_in_its_dtype():
+    """On another device (meta: shapes without values) every tensor the forward makes — t, the embedding's
+    frequencies, attention's frame positions — must be made there; a bf16 model gets a bf16 embedding."""
+    cfg = preset("smoke", conv="3d", temporal_attention=True)
+    x = _randn(2, 3, 4, 32, 32)
+    assert VideoUNet(cfg).to("meta")(x.to("meta"), 0.5).device.type == "meta"
+    assert VideoUNet(cfg).to("meta")(x.to("meta"), torch.tensor([0.2, 0.4])).device.type == "meta"
+    assert _perturbed(cfg).bfloat16()(x.bfloat16(), torch.tensor([0.2, 0.4])).dtype == torch.bfloat16
+
+
+def test_the_shipped_weights_still_compute_what_they_were_trained_to():
+    """The architecture is pinned by the shipped checkpoint: a change to what any layer computes (an activation
+    dropped, a sign flipped) still loads its weights but makes another function. Reference numbers: the shipped
+    model in float64 on seeded noise at t = 0.7, computed at aed4fcb. Change the architecture on purpose only
+    together with a re-trained, re-exported model, and then update these numbers."""
+    with safe_open(SHIPPED, "pt") as f:
+        cfg = Config.from_dict(json.loads(f.metadata()["config"]))
+    model = VideoUNet(cfg)
+    model.load_state_dict(load_file(SHIPPED))
+    model = model.double().eval()
+    x = torch.randn(1, 3, cfg.sequence_length, cfg.video_height, cfg.video_width, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = model(x, torch.tensor([0.7], dtype=torch.float64))
+    assert v.mean().item() == pytest.approx(0.07642772591918963, rel=1e-6)
+    assert v.square().mean().item() == pytest.approx(1.2623159611752186, rel=1e-6)
+    expected = [-0.2969295782127437, -1.0189561773574427, -0.342217140078259, -0.27310538174578197,
+                -0.2100661453760084, 0.017986220104318842, 0.1474418433199606, -1.2107226844939858,
+                -0.9458172575521955, -0.8363575576258515, -0.7775799033004924, 0.8697707507834397]
+    assert v[0, :, 3, 30, 30:34].flatten().tolist() == pytest.approx(expected, rel=1e-6, abs=1e-9)
