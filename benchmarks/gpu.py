@@ -29,9 +29,9 @@ from harness import header, make_optimizer, peak_memory_mb, pick_device, sync, t
 from torch.utils.flop_counter import FlopCounterMode
 
 from mariofm.config import Config, preset
+from mariofm.device import autocast_dtype
 from mariofm.flow import fm_loss
 from mariofm.sample import nfe, sample
-from mariofm.train import autocast_dtype
 from mariofm.unet import VideoUNet, count_parameters
 
 # dense (no sparsity) bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets; first match in the name

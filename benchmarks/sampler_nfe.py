@@ -30,12 +30,12 @@ from harness import header, pick_device, table
 from peers import QUICK, build
 from time_to_quality import quick_data, train_for
 
+from mariofm.checkpoint import SHIPPED, load_model
 from mariofm.data import MarioClips
 from mariofm.evaluate import held_out_sets
-from mariofm.generate import SHIPPED, load_model, noise_for
 from mariofm.likelihood import bits_per_dim
 from mariofm.metrics import VideoFeatures, frechet_distance
-from mariofm.sample import nfe, sample
+from mariofm.sample import nfe, noise_for, sample
 from mariofm.video import to_uint8
 
 

@@ -24,9 +24,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
-import pickle
-import platform
 import signal
 import time
 from dataclasses import dataclass
@@ -39,109 +36,20 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, save_atomic
 from mariofm.config import Config, parse_overrides, preset
-from mariofm.flow import fm_loss, loss_by_t, sample_t
+from mariofm.data import MarioClips, NoDataError
+from mariofm.device import Dist, autocast_dtype, hardware, pick_device, setup_distributed
+from mariofm.flow import fm_loss, loss_by_t, sample_t, validation_loss
+from mariofm.sample import sample_videos
 from mariofm.unet import VideoUNet
+from mariofm.video import video_grid, write_gif
 
-CHECKPOINT = "checkpoint.pt"  # everything needed to resume
-MODEL = "video_model.pt"  # config + weights, all that generation needs
 NUM_SAMPLES = 4  # clips in grid_epoch{N}.gif
-
-
-class ConfigMismatchError(ValueError):
-    """A checkpoint was made with another config than the one asked for."""
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-# ----------------------------------------------------------------------------------------------- checkpoints
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash mid-write never leaves a half checkpoint behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint as plain tensors and containers; never run code stored in the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT if (path / CHECKPOINT).exists() else path / MODEL
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m mariofm train`")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise pickle.UnpicklingError(
-            f"refusing to load {path}: it holds objects other than tensors and plain data, and loading it "
-            f"could run arbitrary code. Only load checkpoints written by mariofm. ({err})") from None
-
-
-def ema_weights(state: dict) -> dict[str, torch.Tensor]:
-    """The EMA model's weights from a checkpoint, without AveragedModel's `module.` prefix and counter."""
-    ema = state["ema"]
-    return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
-
-
-def check_config(saved: dict, cfg: Config, where: str | Path) -> None:
-    differing = Config.from_dict(saved).diff(cfg)
-    if differing:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in differing.items())
-        raise ConfigMismatchError(f"{where} was trained with a different config ({lines}). Resume without "
-                                  f"--preset/--set to use the checkpoint's config, or start a new run folder.")
-
-
-def hardware() -> str:
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}){gpu}, " \
-           f"{torch.get_num_threads()} torch threads; torch {torch.__version__}"
-
-
-# ----------------------------------------------------------------------------------------------- the pieces
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        """The mean over all ranks (the value itself in a single process)."""
-        if self.world > 1:
-            value = value.clone()
-            torch.distributed.all_reduce(value)
-            value /= self.world
-        return value
-
-
-def setup_distributed(device: torch.device) -> Dist:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
-        return Dist()
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """`name`, else CUDA if present; under torchrun each rank takes the GPU of its LOCAL_RANK."""
-    dev = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda":
-        dev = torch.device("cuda", dev.index if dev.index is not None else int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def autocast_dtype(device: torch.device, cfg: Config) -> torch.dtype | None:
-    """bf16 on GPUs that have it in hardware (Ampere and later), fp16 with a GradScaler on older ones (Colab's
-    T4); fp32 on the CPU, where bf16 autocast measured no faster for these convolutions."""
-    if device.type != "cuda" or not cfg.amp:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 @dataclass
@@ -181,23 +89,6 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
 
 def stack_videos(items: list[dict]) -> torch.Tensor:
     return torch.stack([item["video"] for item in items])
-
-
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8, seed: int = 0,
-                    batch_size: int = 4) -> float:
-    """FM loss averaged over a fixed t grid (midpoints of [0, 1]) with fixed noise: comparable across runs."""
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    total = 0.0
-    for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
-        noise = torch.randn(clips.shape, generator=g).to(clips.device)
-        for x0, eps in zip(clips.split(batch_size), noise.split(batch_size)):
-            t = torch.full((x0.shape[0],), float(t_value), device=clips.device)
-            total += fm_loss(model, x0, t=t, noise=eps)[0].item() * x0.shape[0]
-    model.train(was_training)
-    return total / (t_grid * clips.shape[0])
 
 
 def plot_losses(log_path: Path, out: Path) -> None:
@@ -343,9 +234,6 @@ class EpochEvaluation:
         self.run, self.out, self.dev, self.log = run, out, dev, log
 
     def __call__(self, epoch: int) -> float:
-        from mariofm.generate import sample_videos
-        from mariofm.video import video_grid, write_gif
-
         cfg, model = self.run.cfg, self.run.ema.module
         videos = sample_videos(model, self.noise, cfg.sample_steps, cfg.solver, device=self.dev)
         write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
@@ -389,8 +277,6 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
     and continue with `resume=True`."""
-    from mariofm.data import MarioClips, NoDataError
-
     out, dev = Path(out), pick_device(device)
     dist = setup_distributed(dev)
     saved = load_checkpoint(out / CHECKPOINT) if resume else None

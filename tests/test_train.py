@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from mariofm.checkpoint import CHECKPOINT, MODEL, ConfigMismatchError, load_checkpoint, load_model
 from mariofm.config import preset
 from mariofm.flow import fm_loss
-from mariofm.generate import generate, load_model
-from mariofm.train import CHECKPOINT, MODEL, ConfigMismatchError, TrainingDiverged, load_checkpoint, train
+from mariofm.generate import generate
+from mariofm.train import TrainingDiverged, train
 from mariofm.unet import VideoUNet
 
 ROOT = Path(__file__).resolve().parent.parent
