@@ -255,6 +255,12 @@ class MarioClips(Dataset):
                 f"windows of {self.sequence_length} frames, stride {self.frame_stride}, size {self.size})")
 
 
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack the tensor entries of data set items into a batch, {"video": (B, C, T, H, W), "actions": (B, T)};
+    the rest (file names, start frames, flags) is dropped. Training takes every batch in this form."""
+    return {k: torch.stack([item[k] for item in items]) for k, v in items[0].items() if torch.is_tensor(v)}
+
+
 def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), sequence_length: int = 16,
                frame_stride: int = 1, split: str = "val", seed: int = 0) -> np.ndarray:
     """n real windows as uint8 (N, T, H, W, 3), for metrics and notebooks.
@@ -270,4 +276,4 @@ def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), seq
     return np.stack([ds.window(int(i)) for i in chosen])
 
 
-__all__ = ["MarioClips", "NoDataError", "real_clips", "find_videos", "split_files", "resize_frame"]
+__all__ = ["MarioClips", "NoDataError", "collate", "real_clips", "find_videos", "split_files", "resize_frame"]

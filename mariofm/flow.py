@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import torch
 
+from mariofm.config import TIME_SAMPLINGS
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Any `velocity(x, t) -> dx/dt` with x of shape (B, ...) and t of shape (B,): the UNet, its EMA copy, a formula."""
-
-TIME_SAMPLINGS = ("uniform", "logit_normal")
 
 
 def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -141,5 +141,5 @@ def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8
     return total / (t_grid * clips.shape[0])
 
 
-__all__ = ["Velocity", "broadcast_t", "interpolate", "target_velocity", "sample_t", "fm_loss", "loss_by_t",
-           "conditioning", "validation_loss"]
+__all__ = ["TIME_SAMPLINGS", "Velocity", "broadcast_t", "interpolate", "target_velocity", "sample_t", "fm_loss",
+           "loss_by_t", "conditioning", "validation_loss"]

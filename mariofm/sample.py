@@ -25,11 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mariofm.config import Config
+from mariofm.config import SOLVERS, Config
 from mariofm.flow import Velocity
 from mariofm.video import to_uint8
-
-SOLVERS = ("euler", "heun")
 
 
 def nfe(steps: int, solver: str = "heun", *, final_corrector: bool = False) -> int:
