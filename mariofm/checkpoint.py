@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -82,7 +83,7 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
             cfg = Config.from_dict(json.loads(f.metadata()["config"]))
         weights = load_file(path, device=str(device))
         if not ema:
-            print(f"{path.name} holds EMA weights only; using them")
+            print(f"{path.name} holds EMA weights only; using them", file=sys.stderr)
     else:
         state = load_checkpoint(path, map_location=device)
         cfg = Config.from_dict(state["config"])
