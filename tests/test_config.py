@@ -8,7 +8,18 @@ import re
 
 import pytest
 
-from mariofm.config import _POSITIVE, PRESETS, Config, parse_overrides, preset, validate
+from mariofm.config import (
+    _POSITIVE,
+    CONVS,
+    PREDICTIONS,
+    PRESETS,
+    SOLVERS,
+    TIME_SAMPLINGS,
+    Config,
+    parse_overrides,
+    preset,
+    validate,
+)
 
 
 def message(text: str) -> str:
@@ -73,10 +84,9 @@ def test_sizes_must_be_positive_integers(name, value):
         Config(**{name: value})
 
 
-@pytest.mark.parametrize("name, bad, choices", [("prediction", "eps", ("velocity", "x0")),
-                                                ("conv", "2d", ("3d", "2+1d")),
-                                                ("time_sampling", "normal", ("uniform", "logit_normal")),
-                                                ("solver", "rk4", ("heun", "euler"))])
+@pytest.mark.parametrize("name, bad, choices", [("prediction", "eps", PREDICTIONS), ("conv", "2d", CONVS),
+                                                ("time_sampling", "normal", TIME_SAMPLINGS),
+                                                ("solver", "rk4", SOLVERS)])
 def test_choices_are_listed(name, bad, choices):
     with pytest.raises(ValueError, match=message(f"config field {name}={bad!r} must be one of {choices}")):
         Config(**{name: bad})
@@ -123,6 +133,21 @@ def test_ema_decay_must_be_below_one(decay):
     assert Config(ema_decay=0.9999).ema_decay == 0.9999
 
 
+def test_grad_accum_must_divide_the_batch():
+    with pytest.raises(ValueError, match=message("config field grad_accum=3 must divide batch_size=4 (each "
+                                                 "micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")):
+        Config(batch_size=4, grad_accum=3)
+    assert Config(batch_size=4, grad_accum=4).grad_accum == 4
+
+
+def test_old_field_names_still_load():
+    """The shipped model's metadata has grad_checkpoint (now recompute_activations) and video_duration (gone)."""
+    old = {**Config().to_dict(), "video_duration": 5}
+    del old["recompute_activations"]
+    old["grad_checkpoint"] = True
+    assert Config.from_dict(old) == Config(recompute_activations=True)
+
+
 def test_validate_checks_a_config_changed_after_construction():
     cfg = preset("smoke")
     cfg.base_ch = 0
@@ -147,8 +172,8 @@ def test_boolean_overrides(raw, value):
 
 
 def test_a_later_override_wins_and_overrides_feed_preset():
-    out = parse_overrides(["lr=1e-3", "lr=2e-3", "grad_checkpoint=yes"])
-    assert out == {"lr": 2e-3, "grad_checkpoint": True}
+    out = parse_overrides(["lr=1e-3", "lr=2e-3", "recompute_activations=yes"])
+    assert out == {"lr": 2e-3, "recompute_activations": True}
     assert preset("smoke", **out).lr == 2e-3
 
 

@@ -101,10 +101,10 @@ def _count_block_calls(model: VideoUNet) -> dict[str, int]:
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_checkpointing_recomputes_every_residual_block_in_backward(checkpointing):
-    """With grad_checkpoint each residual block (down, middle, up) keeps only its input and runs again in
+    """With recompute_activations each residual block (down, middle, up) keeps only its input and runs again in
     backward: 2 calls per block for one forward + backward, against 1 without. Under no_grad, 1 call either way."""
     torch.manual_seed(0)
-    model = VideoUNet(preset("smoke", grad_checkpoint=checkpointing, num_res_blocks=2))
+    model = VideoUNet(preset("smoke", recompute_activations=checkpointing, num_res_blocks=2))
     torch.nn.init.normal_(model.head[-1].weight, std=0.1)
     calls = _count_block_calls(model)
     assert len(calls) == 2 * 2 + 2 + 2 * 2  # 2 levels x 2 blocks down, 2 in the middle, 2 x 2 up
@@ -125,7 +125,7 @@ def test_checkpointed_model_supports_gradients_with_respect_to_its_input():
     grads = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = VideoUNet(preset("smoke", grad_checkpoint=checkpointing))
+        model = VideoUNet(preset("smoke", recompute_activations=checkpointing))
         torch.nn.init.normal_(model.head[-1].weight, std=0.1)
         xr = x.clone().requires_grad_(True)
         grads.append(torch.autograd.grad(model(xr, t).square().sum(), xr)[0])
