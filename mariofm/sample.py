@@ -105,14 +105,13 @@ def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-@torch.no_grad()
 def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solver: str = "heun", *,
                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = False,
                   cond: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     """Integrate from `noise` (t=1) to t=0 in batches; return uint8 videos (N, T, H, W, 3).
 
     `cond` holds the model's conditioning inputs (one row per clip, e.g. actions), passed to it as keyword
-    arguments; empty for the unconditional VideoUNet."""
+    arguments; empty for the unconditional VideoUNet. No graph is built: `sample` runs under torch.no_grad()."""
     cond = cond or {}
     was_training = model.training
     model.eval()

@@ -26,3 +26,18 @@ def mario_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
         meta = json.loads(path.with_suffix(".json").read_text())
         assert meta["frames"] == MARIO_CLIPS["frames"], f"{path.name} ended early: {meta['end_reason']}"
     return out
+
+
+SMOKE_RUN = dict(steps=6, log_every=2, checkpoint_every=3)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mario_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of the `smoke` preset trained for 6 steps on `mario_clips` (`train(preset("smoke"), ...,
+    **SMOKE_RUN)`): config.json, metrics.jsonl, loss_curve.png, checkpoint.pt, video_model.pt and the epoch
+    GIFs. Shared by every test that needs a trained model: treat it as read-only (copy it to resume it)."""
+    from mariofm.config import preset
+    from mariofm.train import train
+
+    return train(preset("smoke"), mario_clips, tmp_path_factory.mktemp("smoke") / "run", progress=False,
+                 **SMOKE_RUN)

@@ -10,7 +10,15 @@ import re
 import pytest
 import torch
 
-from mariofm.flow import fm_loss, interpolate, loss_by_t, sample_t, velocity_from_x0
+from mariofm.flow import (
+    conditioning,
+    fm_loss,
+    interpolate,
+    loss_by_t,
+    sample_t,
+    validation_loss,
+    velocity_from_x0,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -106,3 +114,57 @@ def test_loss_by_t_has_ten_bins_by_default_even_when_the_last_ones_are_empty():
     assert centres.shape == mean.shape == count.shape == (10,)
     assert count.tolist() == [1, 2, 1, 0, 0, 0, 0, 0, 0, 0] and mean[1].item() == 3.0
     assert torch.isnan(mean[3:]).all()
+
+
+# --- conditions and the validation loss -------------------------------------------------------------------------
+class Conditioned(torch.nn.Module):
+    """A velocity model that takes one condition per clip, as an action-conditioned model does, with dropout
+    (which must be off while it is evaluated)."""
+    conditions = ("actions",)
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.3))
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x, t, actions):
+        self.grad_seen = sorted(set(getattr(self, "grad_seen", [])) | {torch.is_grad_enabled()})
+        return self.drop(self.scale * x * t.view(-1, 1, 1) + actions.view(-1, 1, 1))
+
+
+def test_conditioning_picks_the_entries_the_model_names():
+    batch = {"video": torch.zeros(2, 3, 4), "actions": torch.ones(2), "file": torch.zeros(2)}
+    assert conditioning(Conditioned(), batch) == {"actions": batch["actions"]}
+    assert conditioning(torch.nn.Linear(2, 2), batch) == {}  # no `conditions`: unconditional
+    with pytest.raises(ValueError, match=re.escape("the model is conditioned on ['actions'], but the batch holds "
+                                                   "only ['file', 'video']; missing ['actions']")):
+        conditioning(Conditioned(), {"video": batch["video"], "file": batch["file"]})
+
+
+def test_validation_loss_is_the_loss_on_a_fixed_t_grid_with_seeded_noise():
+    """The mean over clips and over t = (k + ½)/t_grid of the flow-matching loss, the noise of each t drawn in
+    turn from one generator seeded with `seed`; in eval mode (no dropout), then back in training mode."""
+    clips = torch.rand(5, 3, 4, generator=_gen(1)) * 2 - 1
+    actions = torch.linspace(-1, 1, 5)
+    model = Conditioned().train()
+    g, total = _gen(7), 0.0
+    for k in range(4):
+        noise = torch.randn(clips.shape, generator=g)
+        t = torch.full((5,), (k + 0.5) / 4)
+        v = 0.3 * interpolate(clips, noise, t) * t.view(-1, 1, 1) + actions.view(-1, 1, 1)
+        total += (v - (noise - clips)).square().mean().item()
+    value = validation_loss(model, clips, t_grid=4, seed=7, batch_size=2, cond={"actions": actions})
+    assert value == pytest.approx(total / 4, rel=1e-6) and model.training
+    assert validation_loss(model, clips, t_grid=4, seed=7, batch_size=5, cond={"actions": actions}) == \
+        pytest.approx(value, rel=1e-6)  # batching does not change it
+    assert validation_loss(model, clips, t_grid=4, seed=8, cond={"actions": actions}) != pytest.approx(value)
+    default = validation_loss(model, clips, cond={"actions": actions})  # t_grid=8, seed=0
+    assert default == validation_loss(model, clips, t_grid=8, seed=0, cond={"actions": actions})
+    assert default != pytest.approx(validation_loss(model, clips, t_grid=7, seed=0, cond={"actions": actions}))
+    assert model.grad_seen == [False]  # evaluated without building a graph
+
+
+def test_validation_loss_keeps_a_model_in_eval_mode_in_eval_mode():
+    model = Conditioned().eval()
+    validation_loss(model, torch.zeros(2, 3, 4), t_grid=2, cond={"actions": torch.zeros(2)})
+    assert not model.training

@@ -1,10 +1,13 @@
 """The samplers' exact steps, defaults and side effects (mariofm.sample), written against the mutants
 `make mutation` left alive; test_sample.py checks them against torchdiffeq and the exact Gaussian flow."""
 
+import numpy as np
 import pytest
 import torch
 
-from mariofm.sample import nfe, sample, solve_ode
+from mariofm.config import preset
+from mariofm.sample import nfe, noise_for, sample, sample_videos, solve_ode
+from mariofm.video import to_uint8
 
 
 def test_nfe_defaults_to_heun_without_the_final_corrector():
@@ -64,3 +67,37 @@ def test_a_velocity_of_the_wrong_shape_is_told_what_it_must_return():
     with pytest.raises(ValueError, match=r"returned shape \(2, 1\) for input \(2, 3\); it must return a tensor "
                                          "of its input's shape"):
         solve_ode(lambda x, t: x[:, :1], torch.zeros(2, 3), 0.0, 1.0, 2)
+
+
+# --- videos from noise ---------------------------------------------------------------------------------------
+def test_noise_for_is_a_seeded_draw_of_the_config_clip_shape():
+    cfg = preset("smoke")
+    noise = noise_for(cfg, 3, seed=4)
+    assert noise.shape == (3, 3, cfg.sequence_length, cfg.video_height, cfg.video_width)
+    assert torch.equal(noise, torch.randn(noise.shape, generator=torch.Generator().manual_seed(4)))
+
+
+class Conditioned(torch.nn.Module):
+    conditions = ("actions",)
+
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x, t, actions):
+        return self.drop(-x * t.view(-1, 1, 1, 1, 1) + actions.view(-1, 1, 1, 1, 1))
+
+
+def test_sample_videos_samples_in_batches_with_each_clips_own_condition():
+    """Batches of 2 give what one batch gives: uint8 (N, T, H, W, 3) of `sample` with Heun (the default), each
+    clip with its own row of `cond`, in eval mode (no dropout); the model goes back to training mode."""
+    noise = torch.randn(5, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    actions = torch.linspace(-0.8, 0.8, 5)
+    model = Conditioned().train()
+    expected = to_uint8(sample(lambda x, t: -x * t.view(-1, 1, 1, 1, 1) + actions.view(-1, 1, 1, 1, 1), noise, 3))
+    videos = sample_videos(model, noise, 3, batch_size=2, cond={"actions": actions})
+    assert videos.dtype == np.uint8 and videos.shape == (5, 2, 4, 4, 3)
+    np.testing.assert_array_equal(videos, expected)
+    assert model.training
+    euler = sample_videos(model, noise, 3, "euler", cond={"actions": actions})
+    assert not np.array_equal(euler, videos)

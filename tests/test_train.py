@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mariofm.checkpoint import CHECKPOINT, MODEL, ConfigMismatchError, load_checkpoint, load_model
 from mariofm.config import Config, preset
@@ -23,6 +25,7 @@ from mariofm.data import MarioClips, collate
 from mariofm.device import Dist
 from mariofm.flow import fm_loss
 from mariofm.generate import generate
+from mariofm.runlog import read_metrics
 from mariofm.schedule import Budget
 from mariofm.state import Run
 from mariofm.train import TrainingDiverged, train, train_step
@@ -96,21 +99,23 @@ def test_gradient_accumulation_equals_the_big_batch_step(mario_clips):
         assert_same_weights(weights_after[0], accumulated, atol=1e-12)
 
 
-def test_grad_accum_must_divide_the_batch_and_old_config_names_still_load():
-    with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=4"):
-        smoke(batch_size=4, grad_accum=3)
-    old = {**preset("seed").to_dict(), "grad_checkpoint": True, "video_duration": 5}  # as older files hold them
-    del old["recompute_activations"]
-    assert Config.from_dict(old).recompute_activations is True
-
-
-def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
-    run = train(smoke(), mario_clips, tmp_path / "run", steps=6, log_every=2, progress=False)
-    for name in ("config.json", "metrics.jsonl", "loss_curve.png", CHECKPOINT, MODEL):
-        assert (run / name).exists(), name
-    assert list(run.glob("sample_epoch*.gif")) and list(run.glob("grid_epoch*.gif"))
-    rows = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert any('"loss_by_t"' in r for r in rows) and any('"val_loss"' in r for r in rows)
+def test_run_folder_has_what_the_seed_promised(smoke_run):
+    """The shared 6-step smoke run (conftest.SMOKE_RUN: log every 2 steps): its config, a training row every 2
+    steps with a finite loss, the learning rate and 10 loss-by-t bins, a validation row and a pair of GIFs per
+    epoch, the loss curve as an image, and checkpoints that hold step 6."""
+    assert Config.from_dict(json.loads((smoke_run / "config.json").read_text())) == smoke()
+    rows = read_metrics(smoke_run)
+    train_rows, val_rows = [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    for r in train_rows:
+        assert 0 < r["loss"] < 5 and 0 < r["lr"] <= smoke().lr and len(r["loss_by_t"]) == 10
+    assert val_rows and all(0 < r["val_loss"] < 5 for r in val_rows)
+    epochs = sorted(int(p.stem.removeprefix("sample_epoch")) for p in smoke_run.glob("sample_epoch*.gif"))
+    assert epochs == [r["epoch"] for r in val_rows]
+    assert sorted(p.name for p in smoke_run.glob("grid_epoch*.gif")) == [f"grid_epoch{e}.gif" for e in epochs]
+    with Image.open(smoke_run / "loss_curve.png") as img:
+        assert img.format == "PNG" and img.size[0] > 100
+    assert load_checkpoint(smoke_run / CHECKPOINT)["step"] == load_checkpoint(smoke_run / MODEL)["step"] == 6
 
 
 @pytest.mark.parametrize("stops", [(3,), (4, 9)])
@@ -130,12 +135,12 @@ def test_resume_reaches_the_same_weights(mario_clips, tmp_path, stops):
     assert sorted(p.name for p in whole.glob("*.gif")) == sorted(p.name for p in part.glob("*.gif"))
 
 
-def test_resuming_a_finished_run_asks_for_a_budget(mario_clips, tmp_path):
-    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
-    with pytest.raises(ValueError, match="already finished at step 2"):
+def test_resuming_a_finished_run_asks_for_a_budget(smoke_run, mario_clips, tmp_path):
+    run = shutil.copytree(smoke_run, tmp_path / "run")
+    with pytest.raises(ValueError, match="already finished at step 6"):
         train(None, mario_clips, run, resume=True, progress=False)
-    train(None, mario_clips, run, resume=True, steps=3, progress=False)  # a larger budget extends it
-    assert load_checkpoint(run / CHECKPOINT)["step"] == 3
+    train(None, mario_clips, run, resume=True, steps=7, progress=False)  # a larger budget extends it
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 7
 
 
 @pytest.mark.parametrize("budget", [dict(steps=0), dict(epochs=0), dict(minutes=0)])
@@ -203,10 +208,11 @@ def test_weights_only_loading_refuses_code(tmp_path):
     assert not marker.exists()
 
 
-def test_config_mismatch_names_the_fields(mario_clips, tmp_path):
-    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
+def test_config_mismatch_names_the_fields(smoke_run, mario_clips):
+    before = (smoke_run / CHECKPOINT).read_bytes()
     with pytest.raises(ConfigMismatchError, match="base_ch.*checkpoint 8 vs requested 16"):
-        train(smoke(base_ch=16), mario_clips, run, resume=True, progress=False)
+        train(smoke(base_ch=16), mario_clips, smoke_run, resume=True, progress=False)
+    assert (smoke_run / CHECKPOINT).read_bytes() == before  # refused before touching the run
 
 
 def test_ddp_two_gloo_processes_match_one_process(mario_clips, tmp_path):
@@ -223,8 +229,8 @@ def test_ddp_two_gloo_processes_match_one_process(mario_clips, tmp_path):
     assert_same_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)  # sums in another order
 
 
-def test_generate_writes_gif_and_mp4_and_is_seeded(mario_clips, tmp_path):
-    run = train(smoke(), mario_clips, tmp_path / "run", steps=2, progress=False)
+def test_generate_writes_gif_and_mp4_and_is_seeded(smoke_run, tmp_path):
+    run = smoke_run
     info = generate(run / MODEL, tmp_path / "a", num=2, steps=3, seed=7, mp4=True, progress=False)
     generate(run / MODEL, tmp_path / "b", num=2, steps=3, seed=7, progress=False)
     cfg = load_model(run / MODEL)[1]
