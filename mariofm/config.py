@@ -148,8 +148,12 @@ def preset(name: str, **overrides) -> Config:
     return Config(**{**PRESETS[name], **overrides})
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """Turn CLI `key=value` strings into typed overrides using the dataclass field types."""
+    """Turn CLI `key=value` strings into typed overrides using the dataclass field types. A value that does
+    not parse as its field's type is an error naming the key (never a silent default: amp=maybe is refused)."""
     defaults = Config()
     out: dict = {}
     for pair in pairs:
@@ -157,13 +161,22 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not hasattr(defaults, key):
             raise ValueError(f"bad --set {pair!r}: expected key=value with key one of "
                              f"{[f.name for f in fields(Config)]}")
-        current = getattr(defaults, key)
+        current, word = getattr(defaults, key), raw.strip().lower()
         if isinstance(current, bool):
-            out[key] = raw.lower() in ("1", "true", "yes", "on")
-        elif isinstance(current, tuple):
-            out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
-        else:
-            out[key] = type(current)(raw)
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f"--set {pair}: {key} is true or false; write one of "
+                                 f"{'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}")
+            out[key] = word in TRUE_WORDS
+            continue
+        kind = "a tuple of integers, e.g. 1,2,4" if isinstance(current, tuple) else \
+            f"{'an' if type(current) is int else 'a'} {type(current).__name__}, e.g. {key}={current}"
+        try:
+            if isinstance(current, tuple):
+                out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
+            else:
+                out[key] = type(current)(raw)
+        except ValueError:
+            raise ValueError(f"--set {pair}: {key} takes {kind}, not {raw!r}") from None
     return out
 
 
