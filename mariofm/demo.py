@@ -63,7 +63,8 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
     checkpoint = None
     if train_model:
         print(f"[3/4] training the cpu preset for {minutes:g} minutes")
-        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100)
+        # the demo's own run folder: a second demo replaces the first one's run (train says what it removes)
+        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100, overwrite=True)
         checkpoint = run / MODEL
         made += [run / "loss_curve.png", run / "metrics.jsonl"]
     else:
