@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
 # the allowed values of the string settings, stated once (mariofm.flow and mariofm.sample use them; the CLI too)
@@ -113,9 +114,9 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    for name in ("lr", "ema_decay", "time_scale", "t_min"):
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
+    for name in ("lr", "ema_decay", "time_scale", "t_min", "grad_clip"):
+        if not 0 < getattr(cfg, name) < math.inf:  # NaN fails too
+            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be a finite number > 0")
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"config field grad_accum={cfg.grad_accum} must divide batch_size={cfg.batch_size} "
                          f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")

@@ -57,8 +57,8 @@ def load_actions(sidecar: str | Path, n_frames: int | None = None) -> np.ndarray
         if actions.dtype.kind == "f" else (actions < 0) | (actions > 255)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ActionsError(f"{sidecar} holds {actions[i]!r} at frame {i} ({int(bad.sum())} bad value(s)); actions "
-                           f"are controller bytes, integers 0..255")
+        raise ActionsError(f"{sidecar} holds {actions[i].item()!r} at frame {i} ({int(bad.sum())} bad value(s)); "
+                           f"actions are controller bytes, integers 0..255")
     if n_frames is not None and len(actions) != n_frames:
         raise ActionsError(f"{sidecar} holds {len(actions)} actions for a video of {n_frames} frames")
     return actions.astype(np.uint8)
