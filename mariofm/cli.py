@@ -4,7 +4,9 @@ Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds it
 `func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
 
 Exit codes, the same for every command: 0 done; 2 bad input (a missing file or folder, a setting that cannot
-work, a foreign checkpoint, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C).
+work, a foreign or damaged checkpoint, a run folder in use or holding another run, a destination that cannot be
+written, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C). Arguments and
+destinations are checked before any expensive work.
 Errors go to stderr as one line that says what is wrong, never a traceback.
 """
 

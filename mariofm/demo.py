@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mariofm.cli import positive_int
 from mariofm.config import preset
 
 
@@ -86,8 +87,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", default="outputs")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget")
     p.add_argument("--no-train", dest="train_model", action="store_false", help="use the shipped model")
-    p.add_argument("--clips", type=int, default=40, help="clips to record when the data folder is empty")
-    p.add_argument("--frames", type=int, default=300, help="frames per recorded clip")
+    p.add_argument("--clips", type=positive_int, default=40, help="clips to record when the data folder is empty")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cli)
 

@@ -98,7 +98,8 @@ class RunLock:
                                  f"checkpoints")
         previous = _holder(self._read())
         if previous and previous.get("host") != socket.gethostname():
-            self.__exit__()
+            os.close(self.fd)  # the file keeps that run's name
+            self.fd = None
             raise RunFolderError(f"{folder / LOCK} names a run on another host ({_describe(previous)}), and this "
                                  f"host cannot tell whether it still runs. If it does not, delete {folder / LOCK}")
         if previous:

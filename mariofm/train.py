@@ -1,7 +1,7 @@
 """Train a VideoUNet on recorded gameplay with flow matching.
 
     python -m mariofm train --preset cpu --data data_video/mario --out runs/cpu --minutes 10
-    python -m mariofm train --resume runs/cpu            # continue where it stopped
+    python -m mariofm train --resume runs/cpu            # continue where it stopped, on the run's own data
     python -m mariofm train --resume runs/cpu --steps 5000  # ... or extend its budget
 
 One step (`train_step`): draw noise ε and times t, take the flow-matching loss (mariofm.flow), backward, clip the

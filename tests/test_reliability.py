@@ -125,6 +125,14 @@ def test_3_a_locked_folder_is_refused_naming_the_holder(smoke_run, mario_clips, 
     assert (run / LOCK).read_text() == ""
 
 
+def test_3_a_lock_left_by_another_host_is_not_taken_over(smoke_run, tmp_path):
+    run = copy_run(smoke_run, tmp_path / "run")
+    (run / LOCK).write_text(json.dumps(dict(pid=4321, host="another-host", started="today", command="train")))
+    with pytest.raises(RunFolderError, match=rf"another host \(pid 4321 on host another-host.*delete {run / LOCK}"):
+        train(None, None, run, resume=True, steps=3, progress=False)
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 2 and "another-host" in (run / LOCK).read_text()
+
+
 def test_3_two_processes_one_run_folder(mario_clips, tmp_path):
     run, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([sys.executable, "-m", "mariofm", "train", "--preset", "smoke", "--data",
@@ -176,6 +184,13 @@ def test_4_resume_trains_on_the_runs_own_data_from_anywhere(smoke_run, mario_cli
     code, err = cli(capsys, "train", "--resume", run, "--steps", 4, "--data", other)
     assert code == 0 and f"replaces the run's own data folder {mario_clips.resolve()}" in err, err
     assert load_checkpoint(run / CHECKPOINT)["data"] == str(other.resolve())
+    # a checkpoint from before the data folder was stored asks for --data
+    state = load_checkpoint(run / CHECKPOINT)
+    del state["data"]
+    torch.save(state, run / CHECKPOINT)
+    code, err = cli(capsys, "train", "--resume", run, "--steps", 5)
+    assert code == 2 and "does not say which data folder" in err and "--data" in err
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 4
     # --out with --resume is an error, never ignored
     before = snapshot(run)
     code, err = cli(capsys, "train", "--resume", run, "--out", tmp_path / "new", "--steps", 5)
