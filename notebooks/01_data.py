@@ -72,6 +72,7 @@ from IPython.display import Image, display
 from mariofm.config import PRESETS, preset
 from mariofm.data import MarioClips, resize_frame
 from mariofm.metrics import palette_usage, real_palette, scroll_stats
+from mariofm.record import DEFAULT_LEVELS
 from mariofm.video import gif_bytes, read_frames, to_uint8
 
 cfg = preset(PRESET)
@@ -89,16 +90,17 @@ cfg = preset(PRESET)
 # | `<stem>.actions.npy` | uint8 `(T,)`: the controller byte held while each frame was emulated |
 # | `<stem>.json` | the level, Mario's x in every frame, why the clip ended, the seed, the ROM hash … |
 #
-# The next cell uses the full data set in `data_video/mario` when it is there, and records it when it is
-# not (a smoke run records four short clips instead).
+# The next cell uses the data set in `MARIOFM_DATA` (an environment variable) or `data_video/mario`, and records
+# it when it is missing (a smoke run records four short clips instead).
 
 # %%
 from mariofm.data import find_videos
 from mariofm.record import record_clips
 
-# the data set, as recorded by `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0`
-DATA = ROOT / "data_video" / "mario"
-if SMOKE and not (DATA.is_dir() and find_videos(DATA)):
+# MARIOFM_DATA, else data_video/mario as recorded by
+# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
+DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
+if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
     DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
 if not (DATA.is_dir() and find_videos(DATA)):
     print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
@@ -134,7 +136,7 @@ meta, frames = metas[path], read_frames(path)
 print(path.name, "->", frames.dtype, frames.shape, f"world {meta['world']}-{meta['stage']}, "
       f"ends by {meta['end_reason']}")
 
-fig, axes = plt.subplots(1, 6, figsize=(16, 3))
+fig, axes = plt.subplots(1, 6, figsize=(15, 2.6))
 for ax, i in zip(axes, np.linspace(0, len(frames) - 1, 6).astype(int)):
     ax.imshow(frames[i])
     ax.set_title(f"frame {i} ({i / fps:.1f} s)")
@@ -142,31 +144,34 @@ for ax, i in zip(axes, np.linspace(0, len(frames) - 1, 6).astype(int)):
 plt.show()
 
 # %% [markdown]
-# The same clip as a video: 4 seconds, every 2nd frame, at half size (GIFs stay small this way).
+# The same clip as a video: 3 seconds, every 2nd frame, at half size (GIFs stay small this way).
 
 # %%
-half = np.stack([resize_frame(f, (120, 128)) for f in frames[:4 * int(fps):2]])
+half = np.stack([resize_frame(f, (120, 128)) for f in frames[:3 * int(fps):2]])
 display(Image(data=gif_bytes(half, fps / 2)))
 
 # %% [markdown]
 # ## Every level looks different
 #
-# One frame from a clip of every level in the data. Overworld, underground, night and castle levels use
-# different colours and tiles: a model must learn all of them, and a clip never mixes them.
+# One frame from a clip of every level in the data. Overworld, underground and night levels use different
+# colours and tiles: a model must learn all of them, and a clip never mixes them. Castles and water levels are
+# not in the data: the recorder's scripted player cannot dodge fire bars or swim, so `mariofm.record` leaves
+# them out (its `DEFAULT_LEVELS`).
 
 # %%
+print("levels the recorder plays:", ", ".join(DEFAULT_LEVELS))
 by_level = {}  # "world-stage" -> every 10th frame of its first clip
 for p, m in metas.items():
     level = f"{m['world']}-{m['stage']}"
     if level not in by_level:
         by_level[level] = read_frames(p)[::10]
-ncols = 4
-fig, axes = plt.subplots(-(-len(by_level) // ncols), ncols, figsize=(14, 3.3 * -(-len(by_level) // ncols)),
-                         squeeze=False)
+ncols = 6
+nrows = -(-len(by_level) // ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(15, 2.6 * nrows), squeeze=False)
 for ax in axes.flat:
     ax.axis("off")
 for ax, (level, shots) in zip(axes.flat, sorted(by_level.items())):
-    ax.imshow(shots[len(shots) // 2])
+    ax.imshow(shots[len(shots) // 2][::2, ::2])  # half size: enough to tell the levels apart
     ax.set_title(f"world {level}")
 plt.show()
 
@@ -191,9 +196,9 @@ held = {name: float(np.mean((actions & bit) > 0)) for name, bit in bits.items()}
 combos = Counter(button_names(int(a)) for a in actions).most_common(8)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 3.5))
 ax1.bar(list(held), list(held.values()))
-ax1.set(ylabel="share of frames held", title=f"each button, over {len(actions)} frames")
+ax1.set(xlabel="button", ylabel="share of frames held", title=f"each button, over {len(actions)} frames")
 ax2.barh([c for c, _ in combos][::-1], [n / len(actions) for _, n in combos][::-1])
-ax2.set(xlabel="share of frames", title="the most common button combinations")
+ax2.set(xlabel="share of frames", ylabel="buttons held together", title="the most common button combinations")
 plt.tight_layout()
 plt.show()
 
@@ -227,7 +232,7 @@ plt.show()
 #
 # ## Motion: what changes from one frame to the next
 #
-# Three views of the clip above: how many pixels change per frame, where Mario is in the level (the
+# Three views of the clip above: how much the pixels change per frame, where Mario is in the level (the
 # sidecar's `mario_x`), and how far the camera has scrolled (`mariofm.metrics.scroll_stats` finds the
 # horizontal shift that best maps each frame onto the next; the HUD rows are masked).
 
@@ -239,13 +244,13 @@ camera = np.concatenate([[0], np.cumsum(shift)])
 
 fig, axes = plt.subplots(3, 1, figsize=(12, 7), sharex=True)
 axes[0].plot(change)
-axes[0].set(ylabel="mean |frame diff|", title=f"{path.name}")
+axes[0].set(ylabel="mean |frame diff|\n(0-255 per channel)", title=f"{path.name}")
 axes[1].plot(mario_x - mario_x[0], label="Mario's x in the level")
 axes[1].plot(camera, label="camera (sum of scroll shifts)")
-axes[1].set(ylabel="pixels moved")
+axes[1].set(ylabel="pixels moved\nsince frame 0")
 axes[1].legend()
 axes[2].plot(mario_x - mario_x[0] - camera)
-axes[2].set(ylabel="Mario on screen\n(relative)", xlabel="frame")
+axes[2].set(ylabel="Mario on screen\n(pixels, relative)", xlabel="frame (30 per second)")
 plt.tight_layout()
 plt.show()
 print(f"camera: {np.mean(shift > 0):.0%} of frames scroll right, {np.mean(shift < 0):.0%} left, "
@@ -256,28 +261,51 @@ print(f"camera: {np.mean(shift > 0):.0%} of frames scroll right, {np.mean(shift 
 # screen) and the camera moves exactly as he does; where they part, he has stopped, fallen back on screen,
 # or the game has frozen (Super Mario Bros. freezes the screen for a moment when Mario is hit or powers
 # up: the frame difference drops to zero). The camera never scrolls left. Frame differences are large
-# when the whole background scrolls and small when only the sprites move. Over all clips, Mario's speed in
-# the level:
+# when the whole background scrolls and small when only the sprites move.
+#
+# Over all clips, Mario's speed in the level. A clip that reaches the flagpole logs a `flagpole` event; from
+# that frame on the game moves Mario itself (it snaps him onto the pole, slides him down, then sets him on the
+# other side of the pole), so we count those frames apart:
 
 # %%
-speed = np.concatenate([np.diff(m["mario_x"]) for m in metas.values()])
-fig, ax = plt.subplots(figsize=(8, 3))
-ax.hist(speed, bins=np.arange(speed.min() - 0.5, speed.max() + 1.5))
-ax.set(xlabel="Mario's dx per frame (pixels)", ylabel="frames", yscale="log")
+def flagpole_frame(m: dict) -> int:
+    """The frame at which Mario grabs the flagpole (the clip's length when he never does)."""
+    return min([e["frame"] for e in m["events"] if e["event"] == "flagpole"], default=m["frames"])
+
+
+play, pole = [], []  # dx per frame: while the player plays, and once the game has taken over at the flagpole
+for m in metas.values():
+    dx, k = np.diff(m["mario_x"]), flagpole_frame(m)
+    play.append(dx[:max(k - 1, 0)])
+    pole.append(dx[max(k - 1, 0):])
+play, pole = np.concatenate(play), np.concatenate(pole)
+speed = np.concatenate([play, pole])
+bins = np.arange(speed.min() - 0.5, speed.max() + 1.5)
+fig, ax = plt.subplots(figsize=(9, 3.2))
+ax.hist([play, pole], bins=bins, stacked=True, label=["played", "after grabbing the flagpole"])
+ax.set(xlabel="Mario's dx per recorded frame (pixels; 30 frames per second)", ylabel="frames", yscale="log")
+ax.legend()
 plt.show()
-print(f"mean {speed.mean():.2f} px/frame; standing {np.mean(speed == 0):.0%}, "
-      f"backwards {np.mean(speed < 0):.1%}")
+print(f"mean {play.mean():.2f} px/frame while played; standing {np.mean(play == 0):.0%}, "
+      f"backwards {np.mean(play < 0):.1%}; fastest {play.max()} px while played, {pole.max() if len(pole) else 0} "
+      "px after the flagpole")
 
 # %% [markdown]
+# Running, Mario moves at most about 6 pixels per recorded frame (every 2nd NES frame). The rare larger jumps
+# (8 and 14 pixels in the full data set) all come after the flagpole: the game snaps Mario onto the pole,
+# and after the slide puts him down on the pole's far side in a single frame.
+#
 # A difference image shows *where* things move: sprites, and everything when the screen scrolls.
 
 # %%
 k = int(np.argmax(shift > 0)) if np.any(shift > 0) else 0  # the first frame pair where the camera moves
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+diff = np.abs(frames[k + 1].astype(int) - frames[k]).sum(-1)
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
 axes[0].imshow(frames[k])
 axes[1].imshow(frames[k + 1])
-axes[2].imshow(np.abs(frames[k + 1].astype(int) - frames[k]).sum(-1) > 0, cmap="gray")
-for ax, title in zip(axes, [f"frame {k}", f"frame {k + 1}", "pixels that changed"]):
+shown = axes[2].imshow(diff, cmap="magma", vmin=0, vmax=765)
+fig.colorbar(shown, ax=axes[2], label="|Δ| summed over R, G, B (0-765)")
+for ax, title in zip(axes, [f"frame {k}", f"frame {k + 1}", "how much each pixel changed"]):
     ax.set_title(title)
     ax.axis("off")
 plt.show()
@@ -292,7 +320,7 @@ plt.show()
 # %%
 frame = frames[k]
 sizes = [(240, 256), (120, 128), (60, 64), (32, 32)]
-fig, axes = plt.subplots(1, len(sizes), figsize=(16, 3.8))
+fig, axes = plt.subplots(1, len(sizes), figsize=(15, 3.4))
 for ax, size in zip(axes, sizes):
     ax.imshow(resize_frame(frame, size), interpolation="nearest")
     ax.set_title(f"{size[0]}x{size[1]}: {size[0] * size[1] / (240 * 256):.1%} of the pixels")
@@ -320,7 +348,7 @@ for name in PRESETS:
 # %%
 strides = (1, 2, 4)
 start = max(0, min(k, len(frames) - 7 * max(strides) - 1))
-fig, axes = plt.subplots(len(strides), 8, figsize=(16, 1.9 * len(strides)))
+fig, axes = plt.subplots(len(strides), 8, figsize=(15, 1.8 * len(strides)))
 for row, s in zip(axes, strides):
     for j, ax in enumerate(row):
         ax.imshow(resize_frame(frames[start + j * s], (60, 64)), interpolation="nearest")
@@ -357,23 +385,88 @@ actions = item["actions"]
 print("actions:", actions.dtype, "one per frame:", tuple(actions.shape) == (cfg.sequence_length,))
 
 # %% [markdown]
-# What the model sees, enlarged 4× (nearest neighbour), and how its values are distributed:
+# What the model sees, enlarged 2× (nearest neighbour), and how its values are distributed:
 
 # %%
-big = ds.window(0).repeat(4, axis=1).repeat(4, axis=2)  # (T, 4H, 4W, 3): enlarge to look at it
+big = ds.window(0).repeat(2, axis=1).repeat(2, axis=2)  # (T, 2H, 2W, 3): enlarge to look at it
 display(Image(data=gif_bytes(big, fps / cfg.frame_stride)))
 
 fig, ax = plt.subplots(figsize=(8, 3))
-for c, colour in enumerate("rgb"):
-    ax.hist(video[c].flatten().numpy(), bins=101, range=(-1, 1), histtype="step", color=colour)
-ax.set(xlabel="value in [-1, 1]", ylabel="count", yscale="log", title="a few palette colours dominate")
+for c, (colour, name) in enumerate(zip("rgb", ("red", "green", "blue"))):
+    ax.hist(video[c].flatten().numpy(), bins=101, range=(-1, 1), histtype="step", color=colour,
+            label=f"{name} channel")
+ax.set(xlabel="value in [-1, 1] (-1: 0, +1: 255)", ylabel="pixels", yscale="log",
+       title="a few palette colours dominate")
+ax.legend()
 plt.show()
 
 # %% [markdown]
 # ## Summary
 #
 # - A clip is real, continuous gameplay: mostly running right, a few colours, large flat areas, a camera
-#   that only scrolls right.
+#   that only scrolls right; no castles or water levels.
 # - The model sees short windows of small frames, scaled to [-1, 1]; resizing blends colours at edges,
 #   the stride trades smoothness for time covered.
 # - Next: [02_architecture](02_architecture.ipynb), the network that will learn to generate these clips.
+#
+# ## Exercises
+#
+# Solutions are in the collapsed cells below each exercise (click the bar or the `…` to open one): try first.
+#
+# **1 · Predict, then check (stride).** The `cpu` preset's clip covers `(8 − 1)·2 + 1 = 15` recorded frames,
+# 0.5 s. How many seconds does a clip of 16 frames at stride 3 cover? Build it with
+# `preset("cpu", sequence_length=16, frame_stride=3)` and check with the formula above.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+c = preset("cpu", sequence_length=16, frame_stride=3)
+span = (c.sequence_length - 1) * c.frame_stride + 1
+print(f"{span} recorded frames = {span / RECORD_FPS:.2f} s; the model still sees only {c.sequence_length} of them")
+
+# %% [markdown]
+# **2 · Measure (the camera).** Over every clip, in what share of frame pairs does the camera stand still, and
+# in what share does Mario? Use `scroll_stats` on each clip (at a quarter of the size: 60×64 frames are
+# enough to see a scroll, and 16× cheaper) and `np.diff(meta["mario_x"])`. Why can the two differ?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+still_camera, still_mario = [], []
+for p, m in list(metas.items())[:12]:  # a dozen clips are plenty
+    small = np.stack([resize_frame(f, (60, 64)) for f in read_frames(p)])
+    still_camera.append(scroll_stats(small[None])["shift"][0] == 0)
+    still_mario.append(np.diff(m["mario_x"]) == 0)
+print(f"camera still: {np.concatenate(still_camera).mean():.0%} of frame pairs, "
+      f"Mario still: {np.concatenate(still_mario).mean():.0%}")
+# the camera only follows Mario once he is right of the screen's middle, and never scrolls left: when he walks
+# left or stands left of the middle, he moves while the camera stands still. (At 60x64 a 1-pixel scroll is a
+# quarter pixel and reads as 0, so the camera looks a little stiller than at full size.)
+
+# %% [markdown]
+# **3 · Write it yourself (area resizing).** Write `halve(frame)` that shrinks an `(H, W, 3)` uint8 frame to
+# `(H/2, W/2, 3)` by averaging each 2×2 block (hint: `frame.reshape(H // 2, 2, W // 2, 2, 3).mean(...)`), and
+# compare it with `resize_frame(frame, (120, 128))`. How large is the largest difference, and why is it not 0?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+def halve(frame: np.ndarray) -> np.ndarray:
+    h, w, _ = frame.shape
+    return frame.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
+
+
+mine, library = halve(frames[k]), resize_frame(frames[k], (120, 128))
+print("largest difference:", np.abs(mine - library).max())  # 0.5: OpenCV rounds the mean to an integer
+
+# %% [markdown]
+# ## References
+#
+# - The game: *Super Mario Bros.* (Nintendo, 1985), run in the `cynes` NES emulator
+#   (<https://github.com/Youlixx/cynes>).
+# - Recording gameplay as training data for video models: D. Ha and J. Schmidhuber, "World Models", 2018,
+#   [arXiv:1803.10122](https://arxiv.org/abs/1803.10122); E. Alonso et al., "Diffusion for World Modeling:
+#   Visual Details Matter in Atari" (DIAMOND), NeurIPS 2024, [arXiv:2405.12399](https://arxiv.org/abs/2405.12399).

@@ -67,6 +67,7 @@ import statistics
 import time
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -100,19 +101,20 @@ def forward_flops(module: nn.Module, *inputs) -> int:
 # no memory and no values, so even the 22M-parameter `seed` network and its FLOPs are counted instantly.
 
 # %% tags=["nbval-check-output"]
-print(f"{'preset':<7} {'input (C, T, H, W)':<20} {'conv':<5} {'patch':>5} {'widths':<16} {'attn':<5} "
-      f"{'parameters':>11} {'GFLOPs/clip':>11}")
+rows = []
 for name in PRESETS:
     c = preset(name)
     with torch.device("meta"):  # shapes only: nothing is allocated or computed
         model = VideoUNet(c)
         x = torch.empty(1, c.video_channels, c.sequence_length, c.video_height, c.video_width)
         gflops = forward_flops(model, x, torch.zeros(1)) / 1e9
-    widths = str([c.base_ch * m for m in c.channel_mults])
-    shape = str((c.video_channels, c.sequence_length, c.video_height, c.video_width))
-    attention = str(c.temporal_attention)
-    print(f"{name:<7} {shape:<20} {c.conv:<5} {c.patch_size:>5} {widths:<16} {attention:<5} "
-          f"{count_parameters(model):>11,} {gflops:>11.2f}")
+    rows.append([name, str((c.video_channels, c.sequence_length, c.video_height, c.video_width)), c.conv,
+                 str(c.patch_size), str([c.base_ch * m for m in c.channel_mults]), str(c.temporal_attention),
+                 f"{count_parameters(model):,}", f"{gflops:.2f}"])
+header = ["preset", "input (C, T, H, W)", "conv", "patch", "widths", "attn", "parameters", "GFLOPs/clip"]
+widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]  # every column fits its text
+for r in [header, *rows]:
+    print("  ".join(v.ljust(w) if i < 6 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
 
 # %% [markdown]
 # GFLOPs are for one forward pass of one clip; a training step costs about three (forward, and backward
@@ -174,19 +176,22 @@ print("output:", tuple(out.shape))
 #
 # t is a single number per clip. `sinusoidal_embedding` spreads it over `time_dim` features
 # sin(s·t·ω_k), cos(s·t·ω_k) with frequencies ω_k from 1 down to 1/10000, and a small MLP turns them into
-# the embedding every residual block uses to scale and shift its channels (FiLM). The scale s = 1000
-# matters: t lives in [0, 1], and without it even the fastest feature turns less than a radian.
+# the embedding every residual block uses to scale and shift its channels (FiLM: feature-wise linear
+# modulation, Perez et al. 2018). The scale s = 1000 matters: t lives in [0, 1], and without it even the
+# fastest feature turns less than a radian.
 
 # %%
 t = torch.linspace(0, 1, 101)
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-axes[0].imshow(sinusoidal_embedding(t, 128).T, aspect="auto", cmap="RdBu", extent=(0, 1, 128, 0),
-               interpolation="nearest")
-axes[0].set(xlabel="t", ylabel="feature", title="sinusoidal_embedding(t, 128), scale 1000")
+fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+shown = axes[0].imshow(sinusoidal_embedding(t, 128).T, aspect="auto", cmap="RdBu", extent=(0, 1, 128, 0),
+                       interpolation="nearest", vmin=-1, vmax=1)
+fig.colorbar(shown, ax=axes[0], label="feature value")
+axes[0].set(xlabel="t", ylabel="feature index", title="sinusoidal_embedding(t, 128), scale 1000")
 for ax, scale in zip(axes[1:], (1000.0, 1.0)):
     e = nn.functional.normalize(sinusoidal_embedding(t, 128, scale=scale), dim=1)
-    ax.imshow(e @ e.T, extent=(0, 1, 1, 0), vmin=-1, vmax=1, cmap="RdBu", interpolation="nearest")
-    ax.set(xlabel="t", ylabel="t'", title=f"cosine similarity of embeddings, scale {scale:g}")
+    shown = ax.imshow(e @ e.T, extent=(0, 1, 1, 0), vmin=-1, vmax=1, cmap="RdBu", interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label="cosine similarity")
+    ax.set(xlabel="t", ylabel="t'", title=f"similarity of embeddings, scale {scale:g}")
 plt.tight_layout()
 plt.show()
 
@@ -204,18 +209,21 @@ for scale in (1.0, 1000.0):
 # ## 3D versus (2+1)D convolutions
 #
 # A full 3×3×3 convolution mixes space and time at once: 27·C_in·C_out weights. The factorised "(2+1)D"
-# version (`make_conv(..., "2+1d")`) does a 1×3×3 convolution over space, then a 3×1×1 one over time:
-# 9·C_in·C_out + 3·C_out·C_out. Both see a 3×3×3 neighbourhood, and stacked layers reach equally far.
+# version (`make_conv(..., "2+1d")`, Tran et al. 2018) does a 1×3×3 convolution over space, then a 3×1×1 one
+# over time: 9·C_in·C_out + 3·C_out·C_out. With C_in = C_out that is 27/12 = 2.25× fewer weights, and, as both
+# run at every position, 2.25× fewer FLOPs. Both see a 3×3×3 neighbourhood, and stacked layers reach equally far.
 
 # %% tags=["nbval-check-output"]
 C, shape = 64, (1, 64, 8, 30, 32)  # 64 channels, 8 frames of 30x32, as in the cpu net's second level
 print(f"one conv, {C} -> {C} channels, on a {shape[1:]} input:")
+counted = {}
 for kind in ("3d", "2+1d"):
     with torch.device("meta"):
         conv = make_conv(C, C, kind)
-        flops = forward_flops(conv, torch.empty(shape))
-    print(f"  {kind:<5} {count_parameters(conv):>7,} parameters  {flops / 1e6:>7.1f} MFLOPs")
-
+        counted[kind] = count_parameters(conv), forward_flops(conv, torch.empty(shape))
+    print(f"  {kind:<5} {counted[kind][0]:>7,} parameters  {counted[kind][1] / 1e6:>7.1f} MFLOPs")
+print(f"3d / (2+1)d: {counted['3d'][0] / counted['2+1d'][0]:.2f}x the parameters, "
+      f"{counted['3d'][1] / counted['2+1d'][1]:.2f}x the FLOPs")
 
 # %% [markdown]
 # Fewer FLOPs do not always mean faster: speed depends on how well each kernel is implemented for the
@@ -240,17 +248,26 @@ x = torch.randn(4, cfg.base_ch, cfg.sequence_length, cfg.video_height // cfg.pat
                 cfg.video_width // cfg.patch_size)
 for kind in ("3d", "2+1d"):
     conv = make_conv(cfg.base_ch, cfg.base_ch, kind)
-    results[f"one conv, {kind}"] = seconds(lambda conv=conv: conv(x).sum().backward())
+    results["one conv", kind] = seconds(lambda conv=conv: conv(x).sum().backward())
 clips = torch.randn(cfg.batch_size, 3, cfg.sequence_length, cfg.video_height, cfg.video_width)
 times = torch.rand(cfg.batch_size)
 for kind in ("3d", "2+1d"):
     net = VideoUNet(cfg.replace(conv=kind))
-    results[f"{PRESET} UNet, {kind}"] = seconds(lambda net=net: net(clips, times).square().mean().backward())
-for name, s in results.items():
-    print(f"{name:<18} forward+backward {s * 1000:8.1f} ms")
-
+    results[f"{PRESET} UNet", kind] = seconds(lambda net=net: net(clips, times).square().mean().backward())
+for (what, kind), s in results.items():
+    print(f"{what + ', ' + kind:<18} forward+backward {s * 1000:8.1f} ms")
+for what in ("one conv", f"{PRESET} UNet"):
+    print(f"{what}: (2+1)D is {results[what, '3d'] / results[what, '2+1d']:.2f}x as fast as 3D "
+          f"(FLOP ratio of one conv: 2.25x)")
 
 # %% [markdown]
+# How to read the speed-ups: a single conv gains less than its 2.25× FLOP ratio, because the (2+1)D version is
+# two convolutions, each reading and writing the whole activation, and the small 3×1×1 kernel runs less
+# efficiently per FLOP than one large 3×3×3 kernel. The whole UNet gains less still: normalisation,
+# activations, up/downsampling and the loss cost the same in both versions. On a CPU, the benchmarks
+# (`docs/benchmarks.md`) measured 1.2–1.9× for the `cpu` preset's network; what made the preset fast was mostly
+# its 2×2 patches (3.1×). The receptive field, next, is where the two designs do *not* differ.
+#
 # ## The receptive field
 #
 # Which input pixels can change one output pixel? Take the gradient of one output position with respect
@@ -298,11 +315,26 @@ for name, c in [("cpu, 2+1d", preset("cpu", base_ch=8, time_dim=32)),
 
 # %%
 in_time, in_space = grads["cpu, 2+1d"]
-fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-axes[0].bar(range(len(in_time)), in_time.sum((1, 2)).clamp_min(1e-30), log=True)
-axes[0].set(xlabel="input frame", ylabel="|gradient| (log)", title="cpu design: which frames matter")
-axes[1].imshow((in_space[len(in_space) // 2] + 1e-12).log10(), cmap="magma", interpolation="nearest")
-axes[1].set(title="log10 |gradient| in the centre frame")
+per_frame = in_time.sum((1, 2)).numpy()
+frames_axis = np.arange(len(per_frame))
+seen = per_frame > 0
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.2))
+axes[0].bar(frames_axis[seen], per_frame[seen], log=True, label="gradient > 0")
+axes[0].plot(frames_axis[~seen], np.full((~seen).sum(), per_frame[seen].min()), "x", color="gray",
+             label="gradient exactly 0")
+axes[0].axvline(len(per_frame) // 2, color="k", ls=":", label="the output frame")
+axes[0].set(xlabel="input frame", ylabel="Σ |∂ output / ∂ input| over the frame (log)",
+            title="cpu design: which input frames matter")
+axes[0].legend(loc="lower center", fontsize=8)
+centre = in_space[len(in_space) // 2]
+log_grad = np.ma.masked_equal(centre.numpy(), 0)  # exact zeros masked: drawn in grey, not as a tiny value
+cmap = plt.get_cmap("magma").copy()
+cmap.set_bad("lightgray")
+shown = axes[1].imshow(np.ma.log10(log_grad), cmap=cmap, interpolation="nearest")
+fig.colorbar(shown, ax=axes[1], label="log10 |∂ output / ∂ input|  (grey: exactly 0)")
+axes[1].set(xlabel="input x (pixels)", ylabel="input y (pixels)",
+            title="in the output's frame: which pixels matter")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -317,6 +349,73 @@ plt.show()
 #
 # - The same UNet scales from 40k to 22M parameters; patches, small frames and factorised convs make the
 #   `cpu` preset ~4000× cheaper than the seed design.
-# - t enters through a scaled sinusoidal embedding and per-channel scale and shift in every block.
-# - (2+1)D convs have ~2.5× fewer weights and FLOPs than 3×3×3 ones and the same receptive field.
+# - t enters through a scaled sinusoidal embedding and per-channel scale and shift (FiLM) in every block.
+# - (2+1)D convs have 2.25× fewer weights and FLOPs than 3×3×3 ones (equal channels in and out) and the same
+#   receptive field; the measured speed-up is smaller than the FLOP ratio.
 # - Next: [03_flow_matching](03_flow_matching.ipynb), what this network is trained to output.
+#
+# ## Exercises
+#
+# Solutions are in the collapsed cells below each exercise: try first.
+#
+# **1 · Predict, then check (kernel size).** For a k×k×k kernel the factorised version has k²+k weights per
+# channel pair instead of k³. Predict the ratio for k = 5, then count it with `nn.Conv3d` layers.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+k_ = 5
+full = nn.Conv3d(16, 16, k_, bias=False)
+factorised = nn.Sequential(nn.Conv3d(16, 16, (1, k_, k_), bias=False), nn.Conv3d(16, 16, (k_, 1, 1), bias=False))
+print(f"predicted {k_**3 / (k_**2 + k_):.2f}x, counted {count_parameters(full) / count_parameters(factorised):.2f}x")
+
+# %% [markdown]
+# **2 · Predict, then check (depth).** Add a third level to the narrow `cpu` copy
+# (`channel_mults=(1, 2, 4)`). How many frames does one output frame see now? Each level's path has more convs
+# (`input_gradient` and `extent` above do the measuring).
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+deeper = preset("cpu", base_ch=8, time_dim=32, channel_mults=(1, 2, 4), video_height=64)  # 64: divisible by 2·2²
+print("frames seen, 2 levels:", extent(grads["cpu, 2+1d"][0])[0],
+      "| 3 levels:", extent(input_gradient(deeper, (48, 16, 16)))[0])
+
+# %% [markdown]
+# **3 · Write it yourself (activation memory).** Training keeps every block's output for the backward pass.
+# Write a forward hook that records the bytes of each `Residual3DBlock`'s output (float32: 4 bytes a number)
+# for a batch of 4 clips of the `cpu` preset, on the `meta` device. Which level needs the most memory?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+c = preset("cpu")
+with torch.device("meta"):
+    model = VideoUNet(c)
+memory = {}
+hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: memory.__setitem__(n, out.numel() * 4))
+         for n, m in model.named_modules() if isinstance(m, Residual3DBlock)]
+with torch.device("meta"):
+    model(torch.empty(4, 3, c.sequence_length, c.video_height, c.video_width), torch.zeros(4))
+for h in hooks:
+    h.remove()
+for n, b in memory.items():
+    print(f"{n:<12} {b / 1e6:6.2f} MB")
+print(f"total {sum(memory.values()) / 1e6:.1f} MB: the full-resolution levels dominate")
+
+# %% [markdown]
+# ## References
+#
+# - O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks for Biomedical Image Segmentation",
+#   MICCAI 2015, [arXiv:1505.04597](https://arxiv.org/abs/1505.04597).
+# - J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models" (DDPM: the time-conditioned UNet with
+#   sinusoidal embeddings), NeurIPS 2020, [arXiv:2006.11239](https://arxiv.org/abs/2006.11239).
+# - E. Perez, F. Strub, H. de Vries, V. Dumoulin, A. Courville, "FiLM: Visual Reasoning with a General
+#   Conditioning Layer", AAAI 2018, [arXiv:1709.07871](https://arxiv.org/abs/1709.07871).
+# - D. Tran, H. Wang, L. Torresani, J. Ray, Y. LeCun, M. Paluri, "A Closer Look at Spatiotemporal Convolutions
+#   for Action Recognition" ((2+1)D convolutions), CVPR 2018, [arXiv:1711.11248](https://arxiv.org/abs/1711.11248).
+# - W. Luo, Y. Li, R. Urtasun, R. Zemel, "Understanding the Effective Receptive Field in Deep Convolutional Neural
+#   Networks", NeurIPS 2016, [arXiv:1701.04128](https://arxiv.org/abs/1701.04128).

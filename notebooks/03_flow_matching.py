@@ -34,6 +34,7 @@
 #
 # **You will learn**
 #
+# - the whole method on 2-D points first: a small MLP trained in seconds with the library's `fm_loss` and `sample`
 # - what the path x_t looks like on real gameplay, and what the target velocity is
 # - why the loss is a plain MSE, and why it never reaches zero
 # - Euler versus Heun: error against cost (NFE) on an exactly solvable Gaussian problem
@@ -62,6 +63,7 @@ import os
 SMOKE = os.environ.get("MARIOFM_SMOKE") == "1"
 
 PRESET = "smoke" if SMOKE else "cpu"  # the clip is cut at this preset's size
+TOY_STEPS = 300 if SMOKE else 3000  # training steps of the 2-D toy flow (3000: about half a minute on one core)
 
 # %%
 import math
@@ -69,7 +71,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Image, display
+from torch import nn
 
 from mariofm.analytic import gaussian_flow, gaussian_marginal, gaussian_velocity
 from mariofm.config import preset
@@ -77,17 +79,98 @@ from mariofm.data import MarioClips
 from mariofm.flow import fm_loss, interpolate, loss_by_t, sample_t, target_velocity
 from mariofm.sample import nfe, sample
 from mariofm.unet import VideoUNet
-from mariofm.video import gif_bytes, to_uint8, video_grid
 
 cfg = preset(PRESET)
+
+# %% [markdown]
+# ## First, in two dimensions
+#
+# Everything this notebook says about video holds for any data. Before the clips, the whole method on points
+# in the plane, where every step can be drawn: the data are two interleaved half-moons, the model is a small
+# MLP that reads a point x and a time t and returns a 2-D velocity, and training and sampling use the same
+# `fm_loss` and `sample` that train and sample the video UNet.
+
+# %%
+def two_moons(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n points on two interleaved half-circles with a little noise, centred and scaled to about unit spread."""
+    angle = torch.rand(n, generator=generator) * math.pi
+    upper = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(upper, torch.cos(angle), 1 - torch.cos(angle))
+    y = torch.where(upper, torch.sin(angle), 0.5 - torch.sin(angle))
+    points = torch.stack([x, y], 1) + 0.06 * torch.randn(n, 2, generator=generator)
+    return (points - torch.tensor([0.5, 0.25])) / 0.75
+
+
+class ToyVelocity(nn.Module):
+    """v_θ(x, t) for 2-D points: an MLP on (x, y, t)."""
+
+    def __init__(self, width: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, t[:, None]], 1))
+
+
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+toy = ToyVelocity()
+optimizer = torch.optim.Adam(toy.parameters(), lr=2e-3)
+toy_losses = []
+for _ in range(TOY_STEPS):
+    loss, _, _ = fm_loss(toy, two_moons(256, g), generator=g)  # the library's loss, as in video training
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    toy_losses.append(loss.item())
+toy.eval()
+print(f"{TOY_STEPS} steps, loss {np.mean(toy_losses[:50]):.3f} (first 50 steps) -> "
+      f"{np.mean(toy_losses[-50:]):.3f} (last 50)")
+
+# %%
+z_toy = torch.randn(1000, 2, generator=torch.Generator().manual_seed(1))
+paths = []
+generated = sample(toy, z_toy, 50, "heun", callback=lambda i, t, x: paths.append(x.clone()))  # t = 1 -> 0
+paths = torch.stack(paths)  # (steps + 1, 1000, 2)
+real = two_moons(1000, torch.Generator().manual_seed(2))
+
+fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+axes[0].plot(toy_losses, lw=0.5, alpha=0.5, label="each step")
+axes[0].plot(np.convolve(toy_losses, np.ones(50) / 50, mode="valid"), label="mean of 50 steps")
+axes[0].set(xlabel="training step", ylabel="flow-matching loss", title="training the toy MLP")
+axes[0].legend()
+axes[1].scatter(*real.T, s=3, alpha=0.5, label="data (two moons)")
+axes[1].scatter(*generated.T, s=3, alpha=0.5, label="generated: Heun, 50 steps")
+axes[1].set(xlabel="x₁", ylabel="x₂", title="data and samples", aspect="equal")
+axes[1].legend(loc="lower left", markerscale=4)
+for j in range(0, 1000, 25):
+    axes[2].plot(*paths[:, j].T, color="gray", lw=0.6, alpha=0.7)
+axes[2].scatter(*paths[0, ::25].T, s=10, color="C3", label="start: noise at t = 1", zorder=3)
+axes[2].scatter(*paths[-1, ::25].T, s=10, color="C1", label="end: sample at t = 0", zorder=3)
+axes[2].set(xlabel="x₁", ylabel="x₂", title="40 paths from noise to data", aspect="equal")
+axes[2].legend(loc="lower left")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The paths are *not* straight, although every training pair was joined by a straight line: the model learns
+# the average velocity of all the lines that pass through a point (the section on the loss says why), and
+# that average bends. The loss does not go to zero either; it flattens at the leftover no model can remove.
+# The rest of the notebook takes these two facts apart on real clips and on a Gaussian problem with a known
+# answer. (With a few thousand steps the moons come out a little blurred; exercise 1 asks what more steps do.)
+
+# %% [markdown]
+# ## The real data
 
 # %%
 from mariofm.data import find_videos
 from mariofm.record import record_clips
 
-# the data set, as recorded by `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0`
-DATA = ROOT / "data_video" / "mario"
-if SMOKE and not (DATA.is_dir() and find_videos(DATA)):
+# MARIOFM_DATA, else data_video/mario as recorded by
+# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
+DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
+if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
     DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
 if not (DATA.is_dir() and find_videos(DATA)):
     print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
@@ -100,7 +183,8 @@ print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
 # %% [markdown]
 # ## The path from a clip to noise
 #
-# One validation clip at the preset's size, and one draw of noise. The same ε at five times t:
+# One validation clip at the preset's size, and one draw of noise. The same ε at five times t (the first frame
+# of the clip; values beyond [-1, 1] are clipped for display):
 
 # %%
 clips = MarioClips.from_config(cfg, DATA, split="val", progress=False)
@@ -108,11 +192,12 @@ x0 = clips[len(clips) // 2]["video"][None]  # (1, 3, T, H, W) in [-1, 1]
 noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
 ts = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])
 path = interpolate(x0.expand(5, -1, -1, -1, -1), noise.expand(5, -1, -1, -1, -1), ts)
-frames = to_uint8(path)  # (5, T, H, W, 3); values beyond [-1, 1] are clipped for display
-zoom = max(1, 128 // cfg.video_width)  # enlarge small frames to look at them
-grid = video_grid(frames.repeat(zoom, axis=2).repeat(zoom, axis=3), ncols=5)
-print("t = " + "   ".join(f"{float(t):.2f}" for t in ts) + "   (left to right)")
-display(Image(data=gif_bytes(grid, cfg.fps)))
+fig, axes = plt.subplots(1, 5, figsize=(15, 3))
+for ax, t, x in zip(axes, ts, path):
+    ax.imshow(((x[:, 0].permute(1, 2, 0) + 1) / 2).clamp(0, 1), interpolation="nearest")
+    ax.set_title(f"t = {float(t):.2f}" + (" (data)" if t == 0 else " (noise)" if t == 1 else ""))
+    ax.axis("off")
+plt.show()
 
 # %% [markdown]
 # At t = 0.25 the level is plain to see, at 0.5 it is a ghost, at 0.75 only the large bright areas are
@@ -120,19 +205,36 @@ display(Image(data=gif_bytes(grid, cfg.fps)))
 # layout first and the details last. Per pixel, across t:
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(14, 3.5))
 ts_fine = torch.linspace(0, 1, 101)
-pixels = [(0, 0, cfg.video_height // 2, w) for w in (0, cfg.video_width // 3, 2 * cfg.video_width // 3)]
-for c, t_, h, w in pixels:
-    a, b = float(x0[0, c, t_, h, w]), float(noise[0, c, t_, h, w])
-    axes[0].plot(ts_fine, (1 - ts_fine) * a + ts_fine * b)
-axes[0].set(xlabel="t", ylabel="x_t", title="three pixels: straight lines from x0 (t=0) to noise (t=1)")
+first = x0[0, 0, 0]  # red channel of the first frame: pick a dark, a middle and a bright pixel
+order = first.flatten().argsort()
+picks = [order[0], order[len(order) // 2], order[-1]]
+fig, axes = plt.subplots(1, 2, figsize=(15, 3.8))
+for name, flat in zip(("darkest", "median", "brightest"), picks):
+    h, w = divmod(int(flat), first.shape[1])
+    a, b = float(x0[0, 0, 0, h, w]), float(noise[0, 0, 0, h, w])
+    axes[0].plot(ts_fine, (1 - ts_fine) * a + ts_fine * b, label=f"{name} pixel: x0 = {a:+.2f}, ε = {b:+.2f}")
+axes[0].set(xlabel="t", ylabel="x_t (red channel)", title="three pixels: straight lines from x0 (t=0) to ε (t=1)")
+axes[0].legend(fontsize=8)
 many = interpolate(x0.expand(101, -1, -1, -1, -1), noise.expand(101, -1, -1, -1, -1), ts_fine)
-axes[1].plot(ts_fine, many.flatten(1).std(1))
-axes[1].set(xlabel="t", ylabel="std of x_t", title="the spread dips in the middle: x0 and ε partly cancel")
+spread = many.flatten(1).std(1)
+# Var(x_t) over pixels = (1-t)² Var x0 + t² Var ε + 2t(1-t) Cov(x0, ε): smallest at t* below
+vx, ve = x0.flatten().var().item(), noise.flatten().var().item()
+cov = torch.cov(torch.stack([x0.flatten(), noise.flatten()]))[0, 1].item()
+t_star = (vx - cov) / (vx + ve - 2 * cov)
+axes[1].plot(ts_fine, spread, label="std of x_t over the clip's pixels")
+axes[1].axvline(t_star, color="k", ls=":", label=f"t* = (Var x0 − Cov)/(Var x0 + Var ε − 2 Cov) = {t_star:.2f}")
+axes[1].set(xlabel="t", ylabel="std of x_t", title=f"the spread is smallest at t ≈ {t_star:.2f}, not in the middle")
+axes[1].legend(fontsize=8)
 plt.show()
+print(f"Var x0 = {vx:.3f}, Var ε = {ve:.3f}: the minimum of the spread sits near Var x0 / (Var x0 + 1)")
 
 # %% [markdown]
+# Every pixel moves on its own straight line, at its own constant speed ε − x0. The spread of the whole clip
+# is not constant: mixing two independent signals partly cancels their variations, and because a clip varies
+# less than unit noise (Var x0 < 1), the blend is least spread out near t = Var x0 / (Var x0 + 1), well before
+# the middle.
+#
 # ## The target velocity
 #
 # Along the line, $\mathrm d x_t / \mathrm d t = \varepsilon - x_0$ at every t: `target_velocity` is that
@@ -151,8 +253,9 @@ for t in (0.1, 0.5, 0.9):
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
 for ax, img, title in zip(axes, [x0[0, :, 0], noise[0, :, 0], (noise - x0)[0, :, 0]],
                           ["x0 (first frame)", "noise ε", "target v* = ε − x0"]):
-    ax.imshow(((img.permute(1, 2, 0) / img.abs().max() + 1) / 2).clamp(0, 1), interpolation="nearest")
-    ax.set_title(title)
+    scale = img.abs().max()
+    ax.imshow(((img.permute(1, 2, 0) / scale + 1) / 2).clamp(0, 1), interpolation="nearest")
+    ax.set_title(f"{title}\n(RGB scaled to ±{scale:.1f})")
     ax.axis("off")
 plt.show()
 
@@ -163,8 +266,9 @@ plt.show()
 # sees only $x_t$, and many pairs $(x_0, \varepsilon)$ pass through the same $x_t$; the minimiser of a
 # squared error is the mean, so the best network predicts
 # $v(x, t) = \mathbb E[\varepsilon - x_0 \mid x_t = x]$, the average direction of all lines through x.
-# That average field is exactly what carries the noise distribution to the data distribution. What is
-# left over, $\mathbb E\,\mathrm{Var}(\varepsilon - x_0 \mid x_t)$, no network can remove.
+# That average field is exactly what carries the noise distribution to the data distribution (Lipman et al.
+# 2023; Liu et al. 2023). What is left over, $\mathbb E\,\mathrm{Var}(\varepsilon - x_0 \mid x_t)$, no network
+# can remove.
 #
 # For Gaussian data $x_0 \sim \mathcal N(\mu, s^2)$ per dimension, `mariofm.analytic` has the optimal
 # field in closed form, and the leftover loss is $\pi s/2$ for uniform t. A network that outputs zero (the
@@ -182,8 +286,9 @@ print(f"zero field:    loss {zero.item():.3f}   theory 1+mu^2+s^2 = {1 + mu**2 +
 
 # %% [markdown]
 # The leftover loss depends on t: $s^2/\sigma_t^2$ with $\sigma_t^2 = (1-t)^2 s^2 + t^2$. Near t = 0 the
-# network sees the data almost clean but must guess ε; near t = 1 it sees almost pure noise and must guess
-# $x_0$. `loss_by_t` bins the per-sample losses by t; a training run logs it too (notebook 04).
+# network sees the data almost clean but must guess ε, which it cannot: the leftover tends to Var ε = 1.
+# Near t = 1 it sees almost pure noise and must guess $x_0$: the leftover tends to Var x0 = s², here 0.09.
+# `loss_by_t` bins the per-sample losses by t; a training run logs it too (notebook 04).
 
 # %%
 centres, mean_loss, _ = loss_by_t(t_used, per_sample, bins=20)
@@ -191,6 +296,8 @@ t_line = torch.linspace(0, 1, 200, dtype=torch.float64)
 fig, ax = plt.subplots(figsize=(8, 3.5))
 ax.plot(t_line, s**2 / gaussian_marginal(mu, s, t_line)[1] ** 2, label="theory s²/σ_t²")
 ax.plot(centres, mean_loss, "o", label="Monte Carlo, loss_by_t")
+ax.axhline(1, color="gray", ls=":", label="Var ε = 1 (the limit at t = 0)")
+ax.axhline(s**2, color="gray", ls="--", label=f"Var x0 = s² = {s**2:.2f} (the limit at t = 1)")
 ax.set(xlabel="t", ylabel="loss of the optimal field", title="the loss that no model can remove")
 ax.legend()
 plt.show()
@@ -204,9 +311,11 @@ print(f"untrained UNet on the real clip: loss {loss0:.3f}; "
 # ## Sampling: Euler versus Heun, on a problem with a known answer
 #
 # Generating means solving $\mathrm dx/\mathrm dt = v(x, t)$ from t = 1 to 0 (`mariofm.sample`). Euler
-# takes one velocity evaluation (NFE) per step; Heun takes two (predict, then average the slopes) but its
-# error falls as h² instead of h. For Gaussian data the exact flow is known (`gaussian_flow`): noise z
-# lands at μ + s·z. Every sampler run is checked against it.
+# takes one velocity evaluation (NFE) per step; Heun takes two (predict with Euler, then average the slopes at
+# both ends) but its error falls as h² instead of h. `sample` skips Heun's corrector on the *last* step, as EDM
+# does (Karras et al. 2022): that step is plain Euler, so N Heun steps cost 2N − 1 evaluations, the order stays
+# 2, and the network is never asked for v at t = 0, a time training almost never draws. For Gaussian data the
+# exact flow is known (`gaussian_flow`): noise z lands at μ + s·z. Every sampler run is checked against it.
 
 # %% tags=["nbval-check-output"]
 z = torch.randn(512, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -230,7 +339,7 @@ for solver, rows in errors.items():
 n = np.array([1, 128])
 ax.loglog(n, 0.3 / n, "k:", label="slope −1")
 ax.loglog(n, 0.3 / n**2, "k--", label="slope −2")
-ax.set(xlabel="velocity evaluations (NFE)", ylabel="max |x − exact|", title="error against cost")
+ax.set(xlabel="velocity evaluations (NFE)", ylabel="max |x − exact| over 512 samples", title="error against cost")
 ax.legend()
 plt.show()
 
@@ -252,7 +361,8 @@ for solver, colour in (("euler", "C1"), ("heun", "C2")):
     ax.plot(ts_, torch.stack(xs), "o--", color=colour, lw=1)
     ax.plot([], [], "o--", color=colour, label=f"{solver}, 4 steps = {nfe(4, solver)} NFE")
 ax.plot([], [], "C0", label="exact flow")
-ax.set(xlabel="t (sampling runs from 1 to 0)", ylabel="x", title=f"noise N(0, 1) -> data N({mu}, {s}²)")
+ax.set(xlabel="t (sampling runs from 1 to 0)", ylabel="x (one dimension)",
+       title=f"noise N(0, 1) -> data N({mu}, {s}²)")
 ax.invert_xaxis()
 ax.legend()
 plt.show()
@@ -260,9 +370,9 @@ plt.show()
 # %% [markdown]
 # ## Which t to train on
 #
-# Each training step draws a t per clip. Uniform t spends as much effort near the ends (where the best
-# possible loss is large and the target nearly unpredictable) as in the middle. The logit-normal
-# distribution of Stable Diffusion 3 (`time_sampling="logit_normal"`: t = sigmoid(n), n ~ N(0, 1))
+# Each training step draws a t per clip. Uniform t spends as much effort near the ends (where the target is
+# nearly unpredictable and the gradient says little) as in the middle. The logit-normal distribution of
+# Stable Diffusion 3 (Esser et al. 2024; `time_sampling="logit_normal"`: t = sigmoid(n), n ~ N(0, 1))
 # concentrates on the middle.
 
 # %% tags=["nbval-check-output"]
@@ -276,13 +386,15 @@ for kind, t in draws.items():
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.5), sharey=True)
 for ax, (kind, t) in zip(axes, draws.items()):
-    ax.hist(t.numpy(), bins=50, range=(0, 1), density=True)
+    ax.hist(t.numpy(), bins=50, range=(0, 1), density=True, label="100,000 draws")
     ax.set(xlabel="t", title=kind)
 tt = np.linspace(0.001, 0.999, 400)
+axes[0].axhline(1, color="k", label="density")
 axes[1].plot(tt, np.exp(-np.log(tt / (1 - tt)) ** 2 / 2) / np.sqrt(2 * np.pi) / (tt * (1 - tt)), "k",
              label="density")
-axes[1].legend()
-axes[0].set_ylabel("density")
+for ax in axes:
+    ax.legend()
+axes[0].set_ylabel("probability density")
 plt.show()
 
 # %% [markdown]
@@ -291,6 +403,105 @@ plt.show()
 # - The path is a straight line from data (t = 0) to noise (t = 1); the target velocity ε − x0 is the
 #   same all along it.
 # - An MSE regression onto it makes the network learn the *average* velocity through each point, which
-#   transports noise to data; a leftover loss is unavoidable, largest at the ends.
-# - Sampling solves an ODE: Heun's error falls with the square of the step, Euler's only linearly.
+#   transports noise to data (two moons or Mario); a leftover loss is unavoidable: it tends to Var ε = 1
+#   at t = 0 and to Var x0 at t = 1, smaller for data that varies less than unit noise.
+# - Sampling solves an ODE: Heun's error falls with the square of the step, Euler's only linearly; N Heun
+#   steps cost 2N − 1 evaluations here.
 # - Next: [04_training](04_training.ipynb), training the UNet on real clips.
+#
+# ## Exercises
+#
+# Solutions are in the collapsed cells below each exercise: try first.
+#
+# **1 · Predict, then check (the toy's budget).** Retrain the two-moons MLP for a quarter of `TOY_STEPS` and
+# sample it. Which do you expect to suffer first: the *shape* of the moons, or how *sharp* they are?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+short = ToyVelocity()
+opt = torch.optim.Adam(short.parameters(), lr=2e-3)
+for _ in range(TOY_STEPS // 4):
+    loss, _, _ = fm_loss(short, two_moons(256, g), generator=g)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+fig, ax = plt.subplots(figsize=(5, 4))
+ax.scatter(*real.T, s=3, alpha=0.4, label="data")
+ax.scatter(*sample(short.eval(), z_toy, 50, "heun").T, s=3, alpha=0.4, label=f"{TOY_STEPS // 4} steps")
+ax.set(xlabel="x₁", ylabel="x₂", aspect="equal", title="a quarter of the training")
+ax.legend(markerscale=4)
+plt.show()
+# the coarse shape (two arcs) comes first; sharp, thin moons come last: the same order as in the video samples
+
+# %% [markdown]
+# **2 · Predict, then check (the floor).** With s = 0.1 instead of 0.3, what is the best possible loss, and
+# what does a zero field score? Check both with `fm_loss` and `gaussian_velocity`.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+s2 = 0.1
+g = torch.Generator().manual_seed(0)
+data2 = mu + s2 * torch.randn(8192, 64, generator=g, dtype=torch.float64)
+print(f"optimal {fm_loss(gaussian_velocity(mu, s2), data2, generator=g)[0].item():.3f} "
+      f"(pi*s/2 = {math.pi * s2 / 2:.3f}); zero field {fm_loss(lambda x, t: 0 * x, data2, generator=g)[0].item():.3f} "
+      f"(1 + mu² + s² = {1 + mu**2 + s2**2:.3f})")
+
+# %% [markdown]
+# **3 · Predict, then check (equal cost).** On the Gaussian problem, which is more accurate: Euler with 8 steps
+# (8 NFE) or Heun with 4 steps (7 NFE)? And Euler with 2 steps against Heun with 1 step (1 NFE)?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+for (a, na), (b, nb) in [(("euler", 8), ("heun", 4)), (("euler", 2), ("heun", 1))]:
+    ea = (sample(velocity, z, na, a) - exact).abs().max().item()
+    eb = (sample(velocity, z, nb, b) - exact).abs().max().item()
+    print(f"{a} {na} steps ({nfe(na, a)} NFE): {ea:.1e}   {b} {nb} steps ({nfe(nb, b)} NFE): {eb:.1e}")
+# Heun 4 wins clearly at about equal cost. Heun with 1 step is Euler with 1 step (the corrector is skipped).
+
+# %% [markdown]
+# **4 · Write it yourself (the sampler).** Write `my_euler(velocity, x1, steps)` that integrates from t = 1 to
+# t = 0 on a uniform grid, calling `velocity(x, t)` with one t per sample (shape `(B,)`), and check that it
+# gives exactly what `sample(velocity, x1, steps, "euler")` gives on the Gaussian problem and on the toy MLP.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+@torch.no_grad()
+def my_euler(velocity, x1: torch.Tensor, steps: int) -> torch.Tensor:
+    grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
+    x = x1
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        x = x + (t_next - t) * velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype))
+    return x
+
+
+print("Gaussian:", torch.equal(my_euler(velocity, z, 16), sample(velocity, z, 16, "euler")),
+      "| toy MLP:", torch.equal(my_euler(toy, z_toy, 16), sample(toy, z_toy, 16, "euler")))
+
+# %% [markdown]
+# ## References
+#
+# - Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, "Flow Matching for Generative Modeling", ICLR 2023,
+#   [arXiv:2210.02747](https://arxiv.org/abs/2210.02747).
+# - X. Liu, C. Gong, Q. Liu, "Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified
+#   Flow", ICLR 2023, [arXiv:2209.03003](https://arxiv.org/abs/2209.03003).
+# - P. Esser et al., "Scaling Rectified Flow Transformers for High-Resolution Image Synthesis" (SD3, logit-normal
+#   t), ICML 2024, [arXiv:2403.03206](https://arxiv.org/abs/2403.03206).
+# - T. Karras, M. Aittala, T. Aila, S. Laine, "Elucidating the Design Space of Diffusion-Based Generative Models"
+#   (EDM: Heun's method without the last corrector), NeurIPS 2022, [arXiv:2206.00364](https://arxiv.org/abs/2206.00364).
+# - J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020,
+#   [arXiv:2006.11239](https://arxiv.org/abs/2006.11239): the diffusion models flow matching simplifies.
+# - R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, "Neural Ordinary Differential Equations", NeurIPS
+#   2018, [arXiv:1806.07366](https://arxiv.org/abs/1806.07366), and W. Grathwohl et al., "FFJORD", ICLR 2019,
+#   [arXiv:1810.01367](https://arxiv.org/abs/1810.01367): the instantaneous change of variables, with which
+#   `mariofm.likelihood` turns this ODE into exact log-likelihoods, estimating the divergence with
+#   M. F. Hutchinson's trace estimator (Communications in Statistics, 1989).

@@ -33,7 +33,7 @@
 #
 # - what mixed precision (bf16/fp16 autocast, GradScaler) does and when the library uses it
 # - reading a run: the loss curve, the loss by t, the samples written during training
-# - why generation uses the EMA weights
+# - EMA versus raw weights, and how to tell which is better
 # - checkpoints: stopping a run and resuming it exactly
 
 # %% tags=["setup"]
@@ -61,7 +61,7 @@ SMOKE = os.environ.get("MARIOFM_SMOKE") == "1"
 import torch
 
 GPU = torch.cuda.is_available()
-PRESET = "smoke" if SMOKE else ("colab" if GPU else "cpu")  # colab: one 16 GB GPU with AMP
+PRESET = "smoke" if SMOKE else ("colab" if GPU else "cpu")  # colab: one 16 GB GPU, mixed precision (AMP)
 if SMOKE:
     STEPS, MINUTES, STOP_AT = 12, None, 6  # a dozen steps: everything runs, nothing is learned
 elif GPU:
@@ -80,16 +80,18 @@ import shutil
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, display
+from PIL import Image as PILImage
 
 from mariofm.config import preset
 from mariofm.data import MarioClips
+from mariofm.flow import fm_loss
 from mariofm.generate import load_model, noise_for, sample_videos
 from mariofm.train import autocast_dtype, load_checkpoint, pick_device, stack_videos, train, train_step, validation_loss
-from mariofm.video import gif_bytes, video_grid
+from mariofm.unet import VideoUNet
 
 cfg = preset(PRESET)
 device = pick_device()
-print(f"device {device}, preset {PRESET}, autocast dtype {autocast_dtype(device, cfg)}")
+print(f"device {device}, preset {PRESET}, mixed precision: {autocast_dtype(device, cfg) or 'off (float32)'}")
 
 # %% [markdown]
 # ## Mixed precision
@@ -106,7 +108,8 @@ print(f"device {device}, preset {PRESET}, autocast dtype {autocast_dtype(device,
 #   optimizer step, skips the step when an inf or NaN appears, and then lowers S (and slowly raises it
 #   otherwise). Older GPUs such as Colab's T4 use this path.
 #
-# On the CPU the library trains in float32, which measured faster there.
+# On the CPU the library trains in float32, which measured faster there. On Colab with a GPU runtime this
+# notebook trains the `colab` preset (120×128 frames, 16 of them, 15M parameters) with AMP switched on.
 
 # %% tags=["nbval-check-output"]
 tiny = torch.tensor(1e-8)  # a typical small gradient
@@ -124,9 +127,10 @@ print(inspect.getsource(train_step))
 from mariofm.data import find_videos
 from mariofm.record import record_clips
 
-# the data set, as recorded by `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0`
-DATA = ROOT / "data_video" / "mario"
-if SMOKE and not (DATA.is_dir() and find_videos(DATA)):
+# MARIOFM_DATA, else data_video/mario as recorded by
+# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
+DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
+if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
     DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
 if not (DATA.is_dir() and find_videos(DATA)):
     print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
@@ -143,12 +147,15 @@ print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
 # after step N with a checkpoint, exactly as Ctrl-C (or a Colab time-out) would; `resume=True` continues
 # from the checkpoint with the same learning-rate schedule, data order and random numbers, so the result
 # is the one an uninterrupted run would have reached. The run folder is cleared first, so that this cell
-# always starts a fresh run.
+# always starts a fresh run. (`progress=False` keeps the progress bar out of the stored notebook; the run
+# prints a line per epoch.)
 
 # %%
-RUN = OUT / f"04_{PRESET}"
+RUN = OUT / f"04_{PRESET}"  # notebook 05 offers this run in its model menu
 shutil.rmtree(RUN, ignore_errors=True)
-train(cfg, DATA, RUN, steps=STEPS, minutes=MINUTES, stop_at=STOP_AT, log_every=2 if SMOKE else 10)
+budget = f"{STEPS} steps" if STEPS else f"{MINUTES} minutes"
+print(f"training the {PRESET} preset for {budget} into {RUN}, stopping at step {STOP_AT} ...")
+train(cfg, DATA, RUN, steps=STEPS, minutes=MINUTES, stop_at=STOP_AT, log_every=2 if SMOKE else 10, progress=False)
 state = load_checkpoint(RUN / "checkpoint.pt")
 print(f"stopped at step {state['step']} after {state['elapsed']:.0f} s of training; the checkpoint holds:",
       ", ".join(state))
@@ -158,15 +165,22 @@ for f in sorted(RUN.iterdir()):
 # %% [markdown]
 # `checkpoint.pt` holds everything needed to continue (weights, EMA weights, optimizer moments, scheduler,
 # scaler, random generator states, step, elapsed time); `video_model.pt` only the config and weights,
-# all that generation needs. Now continue, from the checkpoint alone (`cfg=None`: the run's own config):
+# all that generation needs. Now continue, from the checkpoint alone (`cfg=None`: the run's own config and
+# budget):
 
 # %%
-train(None, DATA, RUN, resume=True)
-print(f"finished at step {load_checkpoint(RUN / 'checkpoint.pt')['step']}")
+train(None, DATA, RUN, resume=True, progress=False)
+final_step = load_checkpoint(RUN / "checkpoint.pt")["step"]
+train_set = MarioClips.from_config(cfg, DATA, split="train", progress=False)
+steps_per_epoch = len(train_set) // cfg.batch_size
+print(f"finished at step {final_step}; one epoch (every training clip once) is {steps_per_epoch} steps")
 # train() drew loss_curve.png with matplotlib's file-only backend (Agg); switch back to inline plots
 # %matplotlib inline
 
 # %% [markdown]
+# The budget is wall-clock time (or steps in a smoke run), not whole epochs, so the run usually stops part
+# way through an epoch; the last "epoch" line above is that partial epoch, evaluated when the budget ran out.
+#
 # ## The loss curve
 #
 # `metrics.jsonl` has one row every few steps (the mean training loss since the last row, the learning
@@ -183,7 +197,7 @@ val_clips = stack_videos([val_set[i] for i in range(min(16, len(val_set)))])
 
 fig, ax = plt.subplots(figsize=(9, 4))
 ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train (running mean)")
-ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="validation (EMA)")
+ax.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="validation (EMA weights)")
 ax.axhline(1 + val_clips.square().mean().item(), color="k", ls=":", label="predict zero: 1 + E[x0²]")
 ax.axvline(STOP_AT, color="gray", ls="--", label=f"stopped and resumed (step {STOP_AT})")
 ax.set(xlabel="step", ylabel="flow-matching loss", yscale="log")
@@ -212,51 +226,175 @@ def mean_over_rows(values: np.ndarray) -> np.ndarray:
 fig, ax = plt.subplots(figsize=(8, 3.5))
 ax.plot(centres, mean_over_rows(by_t[:quarter]), "o-", label=f"first {quarter} log rows")
 ax.plot(centres, mean_over_rows(by_t[-quarter:]), "o-", label=f"last {quarter} log rows")
-ax.set(xlabel="t", ylabel="training loss", yscale="log")
+ax.set(xlabel="t (bin centre)", ylabel="training loss in the bin", yscale="log")
 ax.legend()
 plt.show()
 
 # %% [markdown]
 # ## Samples during training
 #
-# After every epoch (and at the end) the run samples the EMA model from the same fixed noise, so the GIFs
-# show one set of clips taking shape:
+# After every epoch (and when the budget runs out) the run samples the EMA model from the same fixed noise,
+# so the files show one set of clips taking shape. The first frame of each, then the last one as a video:
 
 # %%
 grids = sorted(RUN.glob("grid_epoch*.gif"), key=lambda p: int(p.stem.removeprefix("grid_epoch")))
-for gif in grids[-4:]:
-    print(gif.name)
-    display(Image(filename=str(gif)))
+when = {r["epoch"]: r["step"] for r in val_rows}
+shown = grids[-4:]
+fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3), squeeze=False)
+for ax, gif in zip(axes[0], shown):
+    epoch = int(gif.stem.removeprefix("grid_epoch"))
+    step = when.get(epoch, final_step)
+    partial = "" if step % steps_per_epoch == 0 else f", {step % steps_per_epoch} steps into it"
+    ax.imshow(PILImage.open(gif).convert("RGB"), interpolation="nearest")
+    ax.set_title(f"epoch {epoch}: step {step}{partial}", fontsize=9)
+    ax.axis("off")
+plt.show()
+print(f"{grids[-1].name} (after step {final_step}):")
+display(Image(filename=str(grids[-1])))
 
 # %% [markdown]
 # ## EMA versus raw weights
 #
 # The raw weights jump around with every noisy gradient step. The EMA keeps a running average
-# θ_EMA ← d·θ_EMA + (1 − d)·θ, with d = `ema_decay` (0.995 for the `cpu` preset: an average over the
-# last ~200 steps). It pays off late in a long run, when the raw weights only jitter around a good
-# solution. In a run as short as this one it still lags behind: it averages in weights from a few hundred
-# steps ago, when the model was worse (and with d = 0.999, the `smoke` preset, a dozen steps barely move
-# it from where it started). Same noise, both weights:
+# θ_EMA ← d·θ_EMA + (1 − d)·θ, with d = `ema_decay` (0.995 for the `cpu` preset: an average over about the
+# last 1/(1 − d) = 200 steps; 0.999, about 1,000 steps, for `smoke` and `colab`). Late in a long run, when the
+# raw weights only jitter around a good solution, that average is usually the better model, and generation
+# uses it by default (`load_model(..., ema=True)`). Early on, it lags: it still averages in weights from when
+# the model was worse. Which one wins *this* run, on the same held-out clips, fixed t grid and fixed noise:
 
 # %%
 noise = noise_for(cfg, 4, seed=0)
-rows_of_videos, losses = [], {}
+firsts, losses = [], {}
 for ema in (True, False):
-    model, _ = load_model(RUN, ema=ema)
-    rows_of_videos.append(sample_videos(model, noise, cfg.sample_steps, cfg.solver))
-    losses["EMA" if ema else "raw"] = validation_loss(model, val_clips, seed=cfg.seed)
-print("top row: EMA weights, bottom row: raw weights;",
-      ", ".join(f"validation loss {k} {v:.4f}" for k, v in losses.items()))
-zoom = max(1, 128 // cfg.video_width)
-grid = video_grid(np.concatenate(rows_of_videos).repeat(zoom, axis=2).repeat(zoom, axis=3), ncols=4)
-display(Image(data=gif_bytes(grid, cfg.fps)))
+    model, _ = load_model(RUN, ema=ema, device=device)
+    videos = sample_videos(model, noise, cfg.sample_steps, cfg.solver, device=device)
+    firsts.append(videos[:, 0])  # the first frame of each clip
+    losses["EMA" if ema else "raw"] = validation_loss(model, val_clips.to(device), seed=cfg.seed)
+fig, axes = plt.subplots(2, 4, figsize=(12, 5.2))
+for row, name, frames in zip(axes, losses, firsts):
+    for j, (ax, frame) in enumerate(zip(row, frames)):
+        ax.imshow(frame, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"seed 0, clip {j}", fontsize=8)
+    row[0].set_ylabel(f"{name}: val loss {losses[name]:.3f}")
+fig.suptitle("first frames from the same noise, EMA weights (top) and raw weights (bottom)")
+plt.show()
+horizon = 1 / (1 - cfg.ema_decay)
+better = min(losses, key=losses.get)
+print(f"validation loss: EMA {losses['EMA']:.4f}, raw {losses['raw']:.4f} -> {better} is better here, after "
+      f"{final_step} steps = {final_step / horizon:.1f}x the EMA's horizon of {horizon:.0f} steps")
 
 # %% [markdown]
+# Read the printed line: in a run only a few EMA horizons long (the stored CPU run: about three), the raw
+# weights can score better, because the average still carries weights from the first few hundred steps.
+# That is no reason to drop the EMA: in a long run it smooths out the step-to-step noise; but for a short
+# run, `load_model(RUN, ema=False)` may give the better model, and the validation loss says which.
+#
 # ## Summary
 #
 # - `train()` does the whole loop; AMP (bf16, or fp16 with a GradScaler) switches on by itself on a GPU.
-# - The loss falls fastest early and never reaches zero; the loss by t and the epoch GIFs say more.
-# - Generate with the EMA weights; stop and resume whenever you like, the result is the same.
-# - More training: `python -m mariofm train --preset cpu --minutes 60` (or continue this run with
-#   `train(None, DATA, RUN, resume=True)` after raising the budget in a new run).
-# - Next: [05_generation](05_generation.ipynb) uses this run's `video_model.pt` (or the shipped model).
+# - The loss falls fastest early and never reaches zero; the loss by t and the epoch samples say more. A
+#   wall-clock budget ends part way through an epoch.
+# - The EMA is the better model once a run is many EMA horizons long; in a short run check both with the
+#   validation loss. Stop and resume whenever you like, the result is the same.
+# - To train this run further, resume it with a *larger* budget: `train(None, DATA, RUN, resume=True,
+#   minutes=2 * MINUTES)` (minutes and steps count the whole run), or from a shell
+#   `python -m mariofm train --resume outputs/notebooks/04_cpu --minutes 30`. Resuming without a larger budget
+#   stops at once with "already finished" (exercise 4).
+# - Next: [05_generation](05_generation.ipynb) lets you pick this run's `video_model.pt` or the shipped model.
+#
+# ## Exercises
+#
+# Solutions are in the collapsed cells below each exercise: try first.
+#
+# **1 · Predict, then check (the EMA's memory).** With d = 0.995, the weights of k steps ago enter the EMA with
+# weight (1 − d)·d^k. What share of the EMA comes from the last 200 steps? From the last 1,000? Plot the
+# weights against k.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+d = 0.995
+k = np.arange(2000)
+weight = (1 - d) * d**k
+print(f"last 200 steps: {weight[:200].sum():.0%}, last 1,000: {weight[:1000].sum():.1%}")  # 1 - d^k
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(k, weight)
+ax.axvline(1 / (1 - d), color="k", ls=":", label="1/(1 − d) = 200 steps")
+ax.set(xlabel="k (steps ago)", ylabel="weight in the EMA", title=f"EMA weights, d = {d}")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# **2 · Predict, then check (underflow).** Which of 1e-3, 1e-5, 1e-7 and 1e-9 survive a cast to float16
+# (are not 0), and which after scaling by 2¹⁶ first? What happens to 1.0 scaled by 2¹⁶?
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+for value in (1e-3, 1e-5, 1e-7, 1e-9, 1.0):
+    print(f"{value:.0e}: float16 {torch.tensor(value).half().item():.3e}, "
+          f"scaled {torch.tensor(value * 2**16).half().item():.3e}")
+# 1e-9 underflows even when scaled; 1.0 * 2**16 = 65536 overflows to inf (float16 tops out at 65504): the
+# GradScaler sees the inf, skips that step and halves S
+
+# %% [markdown]
+# **3 · Write it yourself (a training loop).** Train a fresh `VideoUNet(cfg)` for 30 steps on `val_clips` with
+# `torch.optim.AdamW(lr=cfg.lr)` and the library's `fm_loss`, 4 clips per step, and plot the loss. No schedule,
+# EMA or AMP: the bare loop `train()` wraps.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+torch.manual_seed(0)
+g = torch.Generator().manual_seed(0)
+net = VideoUNet(cfg).to(device)
+opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
+mine = []
+for _ in range(30):
+    batch = val_clips[torch.randint(len(val_clips), (4,), generator=g)].to(device)
+    loss, _, _ = fm_loss(net, batch)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    mine.append(loss.item())
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.plot(mine, "o-")
+ax.set(xlabel="step", ylabel="flow-matching loss", title="30 steps of a bare training loop")
+plt.show()
+
+# %% [markdown]
+# **4 · Use the library (resume).** Resume the run without a new budget and read the error; then continue it
+# for 10 more steps.
+
+# %%
+# your answer here
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+try:
+    train(None, DATA, RUN, resume=True, progress=False)
+except ValueError as error:
+    print("ValueError:", error)
+train(None, DATA, RUN, resume=True, steps=final_step + 10, progress=False)  # a new budget: steps in total
+print("now at step", load_checkpoint(RUN / "checkpoint.pt")["step"])
+# %matplotlib inline
+
+# %% [markdown]
+# ## References
+#
+# - I. Loshchilov, F. Hutter, "Decoupled Weight Decay Regularization" (AdamW), ICLR 2019,
+#   [arXiv:1711.05101](https://arxiv.org/abs/1711.05101); "SGDR: Stochastic Gradient Descent with Warm
+#   Restarts" (cosine schedule), ICLR 2017, [arXiv:1608.03983](https://arxiv.org/abs/1608.03983).
+# - P. Micikevicius et al., "Mixed Precision Training" (loss scaling), ICLR 2018,
+#   [arXiv:1710.03740](https://arxiv.org/abs/1710.03740).
+# - B. T. Polyak, A. B. Juditsky, "Acceleration of Stochastic Approximation by Averaging", SIAM J. Control
+#   Optim. 1992 (weight averaging); its exponential form in generative models: J. Ho et al., DDPM, NeurIPS 2020,
+#   [arXiv:2006.11239](https://arxiv.org/abs/2006.11239); T. Karras et al., "Analyzing and Improving the Training
+#   Dynamics of Diffusion Models" (EDM2), CVPR 2024, [arXiv:2312.02696](https://arxiv.org/abs/2312.02696).
+# - Y. Lipman et al., "Flow Matching for Generative Modeling", ICLR 2023,
+#   [arXiv:2210.02747](https://arxiv.org/abs/2210.02747); X. Liu et al., "Flow Straight and Fast" (rectified
+#   flow), ICLR 2023, [arXiv:2209.03003](https://arxiv.org/abs/2209.03003): the loss this loop minimises.
