@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:  # on Colab: install mariofm (locally it is in
 # the repository root when this runs from notebooks/, else (Colab) the current folder
 ROOT = Path("..") if Path("../mariofm/__init__.py").is_file() else Path(".")
 OUT = ROOT / "outputs" / "notebooks"  # everything these notebooks write goes here (git ignores outputs/)
+# %config InlineBackend.rc = {"figure.dpi": 72}
 # %matplotlib inline
 
 # %% [markdown]
@@ -403,7 +404,7 @@ with torch.device("meta"):
 for h in hooks:
     h.remove()
 for n, b in memory.items():
-    print(f"{n:<12} {b / 1e6:6.2f} MB")
+    print(f"{n:<16} {b / 1e6:6.2f} MB")
 print(f"total {sum(memory.values()) / 1e6:.1f} MB: the full-resolution levels dominate")
 
 # %% [markdown]

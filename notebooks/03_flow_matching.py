@@ -51,6 +51,7 @@ if "google.colab" in sys.modules:  # on Colab: install mariofm (locally it is in
 # the repository root when this runs from notebooks/, else (Colab) the current folder
 ROOT = Path("..") if Path("../mariofm/__init__.py").is_file() else Path(".")
 OUT = ROOT / "outputs" / "notebooks"  # everything these notebooks write goes here (git ignores outputs/)
+# %config InlineBackend.rc = {"figure.dpi": 72}
 # %matplotlib inline
 
 # %% [markdown]
@@ -206,11 +207,11 @@ plt.show()
 
 # %%
 ts_fine = torch.linspace(0, 1, 101)
-first = x0[0, 0, 0]  # red channel of the first frame: pick a dark, a middle and a bright pixel
-order = first.flatten().argsort()
-picks = [order[0], order[len(order) // 2], order[-1]]
+first = x0[0, 0, 0]  # red channel of the first frame: a dark, a middle and a bright pixel, three distinct values
+levels = first.unique()
+picks = [int((first.flatten() == v).nonzero()[0]) for v in (levels[0], levels[len(levels) // 2], levels[-1])]
 fig, axes = plt.subplots(1, 2, figsize=(15, 3.8))
-for name, flat in zip(("darkest", "median", "brightest"), picks):
+for name, flat in zip(("dark", "middle", "bright"), picks):
     h, w = divmod(int(flat), first.shape[1])
     a, b = float(x0[0, 0, 0, h, w]), float(noise[0, 0, 0, h, w])
     axes[0].plot(ts_fine, (1 - ts_fine) * a + ts_fine * b, label=f"{name} pixel: x0 = {a:+.2f}, ε = {b:+.2f}")

@@ -139,3 +139,18 @@ def test_notebook_matches_its_source(name):
     want = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in source.cells]
     stored = [(c["cell_type"], text(c), c["metadata"].get("tags", [])) for c in load(name)["cells"]]
     assert stored == want, f"{name}.ipynb differs from {name}.py: re-run {RERUN.format(prefix=name[:2])}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exercises_with_hidden_solutions_and_references(name):
+    """2-4 exercises at the end, each solved in a collapsed cell that runs with the notebook; a references list."""
+    cells = load(name)["cells"]
+    headings = [text(c) for c in cells if c["cell_type"] == "markdown"]
+    assert any("## Exercises" in h for h in headings), f"{name}: no '## Exercises' section"
+    assert any("## References" in h for h in headings) and "arxiv.org" in "".join(headings).lower(), \
+        f"{name}: no '## References' section citing the papers"
+    solutions = [c for c in cells if "solution" in c["metadata"].get("tags", [])]
+    assert 2 <= len(solutions) <= 4, f"{name}: {len(solutions)} solution cells; expected 2-4 exercises"
+    for cell in solutions:
+        assert cell["cell_type"] == "code" and cell["metadata"].get("jupyter", {}).get("source_hidden"), \
+            f"{name}: a solution must be a code cell with its source collapsed (jupyter.source_hidden)"
