@@ -80,7 +80,6 @@ import shutil
 
 import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import Image, display
 from PIL import Image as PILImage
 
 from mariofm.config import preset
@@ -235,13 +234,14 @@ plt.show()
 # ## Samples during training
 #
 # After every epoch (and when the budget runs out) the run samples the EMA model from the same fixed noise,
-# so the files show one set of clips taking shape. The first frame of each, then the last one as a video:
+# so the files show one set of clips taking shape. The first frame of each (open the GIFs in the run folder to
+# watch them move):
 
 # %%
 grids = sorted(RUN.glob("grid_epoch*.gif"), key=lambda p: int(p.stem.removeprefix("grid_epoch")))
 when = {r["epoch"]: r["step"] for r in val_rows}
 shown = grids[-4:]
-fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3), squeeze=False)
+fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 2.6), squeeze=False)
 for ax, gif in zip(axes[0], shown):
     epoch = int(gif.stem.removeprefix("grid_epoch"))
     step = when.get(epoch, final_step)
@@ -250,8 +250,7 @@ for ax, gif in zip(axes[0], shown):
     ax.set_title(f"epoch {epoch}: step {step}{partial}", fontsize=9)
     ax.axis("off")
 plt.show()
-print(f"{grids[-1].name} (after step {final_step}):")
-display(Image(filename=str(grids[-1])))
+print("the GIFs:", ", ".join(str(g) for g in grids))
 
 # %% [markdown]
 # ## EMA versus raw weights
@@ -264,14 +263,14 @@ display(Image(filename=str(grids[-1])))
 # the model was worse. Which one wins *this* run, on the same held-out clips, fixed t grid and fixed noise:
 
 # %%
-noise = noise_for(cfg, 4, seed=0)
+noise = noise_for(cfg, 2, seed=0)
 firsts, losses = [], {}
 for ema in (True, False):
     model, _ = load_model(RUN, ema=ema, device=device)
     videos = sample_videos(model, noise, cfg.sample_steps, cfg.solver, device=device)
     firsts.append(videos[:, 0])  # the first frame of each clip
     losses["EMA" if ema else "raw"] = validation_loss(model, val_clips.to(device), seed=cfg.seed)
-fig, axes = plt.subplots(2, 4, figsize=(12, 5.2))
+fig, axes = plt.subplots(2, 2, figsize=(6, 5.4))
 for row, name, frames in zip(axes, losses, firsts):
     for j, (ax, frame) in enumerate(zip(row, frames)):
         ax.imshow(frame, interpolation="nearest")
@@ -279,7 +278,7 @@ for row, name, frames in zip(axes, losses, firsts):
         ax.set_yticks([])
         ax.set_title(f"seed 0, clip {j}", fontsize=8)
     row[0].set_ylabel(f"{name}: val loss {losses[name]:.3f}")
-fig.suptitle("first frames from the same noise, EMA weights (top) and raw weights (bottom)")
+fig.suptitle("first frames from the same noise:\nEMA weights (top), raw weights (bottom)", fontsize=10)
 plt.show()
 horizon = 1 / (1 - cfg.ema_decay)
 better = min(losses, key=losses.get)
@@ -287,8 +286,8 @@ print(f"validation loss: EMA {losses['EMA']:.4f}, raw {losses['raw']:.4f} -> {be
       f"{final_step} steps = {final_step / horizon:.1f}x the EMA's horizon of {horizon:.0f} steps")
 
 # %% [markdown]
-# Read the printed line: in a run only a few EMA horizons long (the stored CPU run: about three), the raw
-# weights can score better, because the average still carries weights from the first few hundred steps.
+# Read the printed line: in a run only a few EMA horizons long (as the stored CPU run is), the raw weights
+# can score better, because the average still carries weights from the first few hundred steps.
 # That is no reason to drop the EMA: in a long run it smooths out the step-to-step noise; but for a short
 # run, `load_model(RUN, ema=False)` may give the better model, and the validation loss says which.
 #

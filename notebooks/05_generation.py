@@ -152,6 +152,7 @@ button = widgets.Button(description="Generate", button_style="success", icon="pl
 label = widgets.Label()
 error = widgets.HTML()  # where a failure shows: in the widget, not in a log nobody reads
 image = widgets.Image(format="gif")
+last = {}  # the videos the widget shows, at the model's size (the next cell stores them small)
 
 
 def on_generate(_) -> None:
@@ -163,6 +164,7 @@ def on_generate(_) -> None:
         videos = sample_videos(net, noise_for(c, num.value, seed.value), steps.value, solver.value, device=DEVICE)
         zoom = max(1, 128 // c.video_width)  # enlarge small frames for display
         image.value = gif_bytes(video_grid(videos).repeat(zoom, axis=1).repeat(zoom, axis=2), c.fps)
+        last.update(videos=videos, fps=c.fps)
         label.value = (f"{num.value} videos, seed {seed.value}: {solver.value} with {steps.value} steps = "
                        f"{nfe(steps.value, solver.value)} network evaluations, "
                        f"{time.perf_counter() - begin:.1f} s")
@@ -180,11 +182,12 @@ display(widgets.VBox([model_menu, widgets.HBox([steps, seed]), widgets.HBox([sol
 button.click()  # generate once now, so the cell shows a result even when run without a browser
 
 # %% [markdown]
-# The clips the widget shows last, as a plain image (it stays visible in a saved notebook):
+# The first two clips the widget shows last, at the model's size, as a plain image (widgets are not saved with a
+# notebook; this stays visible, and small):
 
 # %%
 print(label.value)
-display(Image(data=bytes(image.value)))  # the widget holds a memoryview; Image wants bytes
+display(Image(data=gif_bytes(video_grid(last["videos"][:2]), last["fps"])))
 
 # %% [markdown]
 # ## Fewer steps or better clips?
@@ -196,8 +199,8 @@ display(Image(data=bytes(image.value)))  # the widget holds a memoryview; Image 
 # - **solver error**: the distance to a reference solution with many Heun steps, i.e. how well the ODE is
 #   solved (it says nothing about whether the model is good);
 # - **palette fidelity**: the share of pixels within 12 RGB units of a colour that real footage uses
-#   (`mariofm.metrics.palette_fidelity`). It is well below 1 even for real clips at these small sizes, because
-#   resizing averages neighbouring pixels and a blend of two palette colours is not a palette colour: the
+#   (`mariofm.metrics.palette_fidelity`). Real clips do not reach 1 either: resizing averages neighbouring
+#   pixels, a blend of two palette colours is not a palette colour, and other files may show other levels. The
 #   printed score of real clips (from other files than the palette's) is the ceiling to compare with, not 1.
 
 # %% tags=["nbval-check-output"]
@@ -248,7 +251,7 @@ plt.show()
 # The first frame of the first clip at each number of Heun steps (same noise):
 
 # %%
-fig, axes = plt.subplots(1, len(TRADE_OFF_STEPS), figsize=(3 * len(TRADE_OFF_STEPS), 3), squeeze=False)
+fig, axes = plt.subplots(1, len(TRADE_OFF_STEPS), figsize=(2.2 * len(TRADE_OFF_STEPS), 2.4), squeeze=False)
 for ax, n in zip(axes[0], TRADE_OFF_STEPS):
     ax.imshow(samples["heun", n][0], interpolation="nearest")
     ax.set_title(f"heun, {n} steps = {nfe(n, 'heun')} NFE", fontsize=9)
@@ -280,7 +283,7 @@ print("same seed, same clip:", np.array_equal(a, b))
 
 # %%
 export = OUT / "05_generation"
-videos = sample_videos(model, noise_for(cfg, 4, seed=seed.value), steps.value, solver.value, device=DEVICE)
+videos = sample_videos(model, noise_for(cfg, 2, seed=seed.value), steps.value, solver.value, device=DEVICE)
 grid = video_grid(videos)  # at the model's size: the player below scales it up
 files = [write_gif(export / "grid.gif", grid, cfg.fps), write_mp4(export / "grid.mp4", grid, cfg.fps)]
 for f in files:
