@@ -82,11 +82,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image as PILImage
 
+from mariofm.checkpoint import load_checkpoint, load_model
 from mariofm.config import preset
-from mariofm.data import MarioClips
-from mariofm.flow import fm_loss
-from mariofm.generate import load_model, noise_for, sample_videos
-from mariofm.train import autocast_dtype, load_checkpoint, pick_device, stack_videos, train, train_step, validation_loss
+from mariofm.data import MarioClips, collate
+from mariofm.device import autocast_dtype, pick_device
+from mariofm.flow import fm_loss, validation_loss
+from mariofm.sample import noise_for, sample_videos
+from mariofm.train import train, train_step
 from mariofm.unet import VideoUNet
 
 cfg = preset(PRESET)
@@ -193,7 +195,7 @@ rows = [json.loads(line) for line in (RUN / "metrics.jsonl").read_text().splitli
 train_rows = [r for r in rows if "loss" in r]
 val_rows = [r for r in rows if "val_loss" in r]
 val_set = MarioClips.from_config(cfg, DATA, split="val", progress=False)
-val_clips = stack_videos([val_set[i] for i in range(min(16, len(val_set)))])
+val_clips = collate([val_set[i] for i in range(min(16, len(val_set)))])["video"]
 
 fig, ax = plt.subplots(figsize=(9, 4))
 ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train (running mean)")

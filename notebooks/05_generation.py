@@ -75,15 +75,15 @@ import numpy as np
 import torch
 from IPython.display import Image, Video, display
 
+from mariofm.checkpoint import MODEL, SHIPPED, load_model
 from mariofm.config import preset
 
 # %%
 from mariofm.data import find_videos, real_clips
-from mariofm.generate import SHIPPED, load_model, noise_for, sample_videos
 from mariofm.metrics import palette_fidelity
 from mariofm.record import record_clips
-from mariofm.sample import nfe, sample
-from mariofm.train import MODEL, train
+from mariofm.sample import nfe, noise_for, sample, sample_videos
+from mariofm.train import train
 from mariofm.video import gif_bytes, to_uint8, video_grid, write_gif, write_mp4
 
 # MARIOFM_DATA, else data_video/mario as recorded by
