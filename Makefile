@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch
 STAMP  := $(VENV)/.mariofm-installed
 
-.PHONY: demo test lint lab mutation clean-outputs
+.PHONY: demo test lint lab notebooks mutation clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ test: lint
 mutation: $(STAMP)
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3.8,<4"
 	$(PY) docs/mutation_report.py --run
+
+# sync notebooks/NN_name.py -> .ipynb, run each top to bottom in a fresh kernel (full settings unless
+# MARIOFM_SMOKE=1; data from data_video/mario or MARIOFM_DATA) and nbstripout it: the stored outputs
+notebooks: $(STAMP)
+	$(PY) notebooks/run_notebooks.py
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks

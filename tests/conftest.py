@@ -28,16 +28,12 @@ def mario_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-SMOKE_RUN = dict(steps=6, log_every=2, checkpoint_every=3)
-
-
 @pytest.fixture(scope="session")
 def smoke_run(mario_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder of the `smoke` preset trained for 6 steps on `mario_clips` (`train(preset("smoke"), ...,
-    **SMOKE_RUN)`): config.json, metrics.jsonl, loss_curve.png, checkpoint.pt, video_model.pt and the epoch
-    GIFs. Shared by every test that needs a trained model: treat it as read-only (copy it to resume it)."""
+    """A finished 2-step `smoke` run folder trained on `mario_clips` (checkpoint.pt, video_model.pt, metrics,
+    GIFs). Treat it as read-only: copy it (shutil.copytree) to change or resume it."""
     from mariofm.config import preset
     from mariofm.train import train
 
-    return train(preset("smoke"), mario_clips, tmp_path_factory.mktemp("smoke") / "run", progress=False,
-                 **SMOKE_RUN)
+    return train(preset("smoke"), mario_clips, tmp_path_factory.mktemp("smoke_run") / "run", steps=2,
+                 progress=False)

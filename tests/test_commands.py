@@ -60,7 +60,7 @@ def test_generate_refuses_zero_videos_and_missing_checkpoints(smoke_run, tmp_pat
 # --- evaluate and export -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def evaluated(smoke_run, mario_clips, tmp_path_factory) -> Path:
-    """`evaluate` of the 6-step smoke model: its samples are still noise, so every distance must come out far
+    """`evaluate` of the 2-step smoke model: its samples are still noise, so every distance must come out far
     above the real-vs-real floor and the palette share far below it — a direction that cannot flip."""
     out = tmp_path_factory.mktemp("eval") / "eval.json"
     assert main(["evaluate", "--checkpoint", str(smoke_run / MODEL), "--data", str(mario_clips), "--num", "6",
@@ -97,12 +97,12 @@ def test_export_ships_the_ema_weights_with_a_true_card(smoke_run, evaluated, tmp
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() and card["file"] == out.name
     run_cfg = load_model(smoke_run / MODEL)[1]
     with safe_open(out, "pt") as f:
-        assert json.loads(f.metadata()["config"]) == card["config"] and f.metadata()["step"] == "6"
+        assert json.loads(f.metadata()["config"]) == card["config"] and f.metadata()["step"] == "2"
     assert Config.from_dict(card["config"]) == run_cfg
     assert card["evaluate"] == json.loads(evaluated.read_text())
     assert card["data_command"] == "python -m mariofm record --clips 4" and card["purpose"] == "a test"
     train_rows = [r for r in read_metrics(smoke_run) if "loss" in r]
-    assert card["training"]["steps"] == 6 and card["training"]["train_fm_loss"] == train_rows[-1]["loss"]
+    assert card["training"]["steps"] == 2 and card["training"]["train_fm_loss"] == train_rows[-1]["loss"]
     assert card["training"]["val_fm_loss"] == [r for r in read_metrics(smoke_run) if "val_loss" in r][-1]["val_loss"]
     # the export generates exactly what the run does
     for name, path in (("run", smoke_run / MODEL), ("export", out)):
@@ -145,9 +145,8 @@ def test_a_signal_checkpoints_the_current_step_and_the_run_resumes(signum, mario
     assert 10 <= step < 1000 and f"interrupted at step {step}" in err
     assert "stopping after this step" in err
     if signum == signal.SIGTERM:  # resume for two more steps (the first resume of the SIGKILL test: test_train)
-        done = subprocess.run([sys.executable, "-m", "mariofm", "train", "--resume", str(run), "--data",
-                               str(mario_clips), "--stop-at", str(step + 2)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-m", "mariofm", "train", "--resume", str(run), "--stop-at",
+                               str(step + 2)], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert load_checkpoint(run / CHECKPOINT)["step"] == step + 2
 
