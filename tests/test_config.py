@@ -117,10 +117,10 @@ def test_frame_sizes_must_divide_by_the_patch_and_levels(changes, name, value, f
     Config(**(cfg | {name: ok}))  # the suggested value works
 
 
-@pytest.mark.parametrize("name", ["lr", "ema_decay", "time_scale", "t_min"])
-@pytest.mark.parametrize("value", [0.0, -0.1])
-def test_rates_and_scales_must_be_positive(name, value):
-    with pytest.raises(ValueError, match=message(f"config field {name}={value!r} must be > 0")):
+@pytest.mark.parametrize("name", ["lr", "ema_decay", "time_scale", "t_min", "grad_clip"])
+@pytest.mark.parametrize("value", [0.0, -0.1, float("inf"), float("nan")])
+def test_rates_and_scales_must_be_finite_and_positive(name, value):
+    with pytest.raises(ValueError, match=message(f"config field {name}={value!r} must be a finite number > 0")):
         Config(**{name: value})
     assert getattr(Config(**{name: 1e-6}), name) == 1e-6
 
@@ -166,7 +166,8 @@ def test_overrides_take_the_type_of_the_field():
 
 
 @pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("True", True), ("YES", True), ("on", True),
-                                        ("0", False), ("false", False), ("no", False), ("off", False)])
+                                        (" yes ", True), ("0", False), ("false", False), ("no", False),
+                                        ("OFF", False)])
 def test_boolean_overrides(raw, value):
     assert parse_overrides([f"amp={raw}"]) == {"amp": value}
 
@@ -175,6 +176,17 @@ def test_a_later_override_wins_and_overrides_feed_preset():
     out = parse_overrides(["lr=1e-3", "lr=2e-3", "recompute_activations=yes"])
     assert out == {"lr": 2e-3, "recompute_activations": True}
     assert preset("smoke", **out).lr == 2e-3
+
+
+@pytest.mark.parametrize("pair, text", [
+    ("amp=maybe", "--set amp=maybe: amp is true or false; write one of true/1/yes/on or false/0/no/off"),
+    ("base_ch=wide", "--set base_ch=wide: base_ch takes an int, e.g. base_ch=64, not 'wide'"),
+    ("lr=fast", "--set lr=fast: lr takes a float, e.g. lr=0.0001, not 'fast'"),
+    ("channel_mults=1,x", "--set channel_mults=1,x: channel_mults takes a tuple of integers, e.g. 1,2,4, not '1,x'"),
+])
+def test_values_of_the_wrong_type_name_the_key_and_the_type(pair, text):
+    with pytest.raises(ValueError, match=message(text)):
+        parse_overrides([pair])
 
 
 @pytest.mark.parametrize("pair", ["lr", "learning_rate=1e-3", "=3"])
