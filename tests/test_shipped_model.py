@@ -51,8 +51,10 @@ def test_shipped_model_beats_an_untrained_one(mario_clips):
     real = real_clips(mario_clips, n, (cfg.video_height, cfg.video_width), cfg.sequence_length,
                       cfg.frame_stride, split="all", seed=0)
     noise = noise_for(cfg, len(real), seed=0)
-    fake = sample_videos(trained, noise, steps=10, solver="heun")
-    baseline = sample_videos(untrained, noise, steps=10, solver="heun")
+    # 4 Heun steps (7 NFE): for the shipped model, FD 350 against the untrained 26,000 and 17.5% of pixels in
+    # the palette against 2.3%, as at 10 steps (351, 17.6%) for a third of the time
+    fake = sample_videos(trained, noise, steps=4, solver="heun")
+    baseline = sample_videos(untrained, noise, steps=4, solver="heun")
     net = VideoFeatures(0)
     fd_trained, fd_untrained = frechet_distance(net(fake), net(real)), frechet_distance(net(baseline), net(real))
     assert fd_trained < 0.5 * fd_untrained, (fd_trained, fd_untrained)

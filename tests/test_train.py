@@ -55,7 +55,7 @@ def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
     clip = MarioClips.from_config(cfg, mario_clips, split="all")[0]["video"][None]
     torch.manual_seed(0)
     model = VideoUNet(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
     g = torch.Generator().manual_seed(0)
     noise, t = torch.randn((8, *clip.shape[1:]), generator=g), torch.linspace(0.05, 0.95, 8)
     x0 = clip.expand(8, -1, -1, -1, -1)
@@ -65,8 +65,8 @@ def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
             return fm_loss(model, x0, t=t, noise=noise)[0].item()
 
     before = held_loss()
-    for _ in range(150):
-        loss, _, _ = fm_loss(model, x0, generator=g)
+    for _ in range(60):  # batches of 4 at lr 4e-3: measured 0.27 of the first loss after 50 steps, 0.42 after 25
+        loss, _, _ = fm_loss(model, x0[:4], generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -118,12 +118,19 @@ def test_run_folder_has_what_the_seed_promised(smoke_run):
     assert load_checkpoint(smoke_run / CHECKPOINT)["step"] == load_checkpoint(smoke_run / MODEL)["step"] == 2
 
 
+RESUMED = smoke(batch_size=16, dropout=0.2)  # batch 16: epochs of a few steps, so stops fall inside and at the
+# end of epochs; dropout checks that the random masks continue where they were
+
+
+@pytest.fixture(scope="module")
+def whole_run(mario_clips, tmp_path_factory) -> Path:
+    """12 steps of RESUMED without a stop: what every stopped-and-resumed run must reach."""
+    return train(RESUMED, mario_clips, tmp_path_factory.mktemp("whole") / "run", steps=12, progress=False)
+
+
 @pytest.mark.parametrize("stops", [(3,), (4, 9)])
-def test_resume_reaches_the_same_weights(mario_clips, tmp_path, stops):
-    # batch 16 makes epochs of a few steps, so the stops fall inside and at the end of epochs; dropout checks
-    # that the random masks continue where they were
-    cfg = smoke(batch_size=16, dropout=0.2)
-    whole = train(cfg, mario_clips, tmp_path / "whole", steps=12, progress=False)
+def test_resume_reaches_the_same_weights(whole_run, mario_clips, tmp_path, stops):
+    cfg, whole = RESUMED, whole_run
     part = tmp_path / "part"
     train(cfg, mario_clips, part, steps=12, stop_at=stops[0], progress=False)
     for stop in stops[1:]:
@@ -215,15 +222,15 @@ def test_config_mismatch_names_the_fields(smoke_run, mario_clips):
     assert (smoke_run / CHECKPOINT).read_bytes() == before  # refused before touching the run
 
 
-def test_ddp_two_gloo_processes_match_one_process(mario_clips, tmp_path):
-    one = train(smoke(), mario_clips, tmp_path / "one", steps=3, progress=False)
+def test_ddp_two_gloo_processes_match_one_process(smoke_run, mario_clips, tmp_path):
+    one = smoke_run  # the smoke preset, 2 steps, in this one process
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as s:  # a free port, so parallel test runs don't collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
            "mariofm", "train", "--preset", "smoke", "--data", str(mario_clips), "--out", str(tmp_path / "two"),
-           "--steps", "3", "--device", "cpu"]
+           "--steps", "2", "--device", "cpu"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert_same_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)  # sums in another order

@@ -1,18 +1,15 @@
-"""The UNet's exact pieces (mariofm.unet): patches, the time embedding's formula, which blocks gradient
-checkpointing recomputes, and the layers' shapes. Written against the mutants `make mutation` left alive."""
+"""The UNet's exact pieces (mariofm.unet): patches, the time embedding's formula, which blocks
+recompute_activations reruns, and the layers against their formulas. Written against the mutants `make mutation`
+left alive."""
 
-import json
 import math
-from pathlib import Path
+import zlib
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-import mariofm
 from mariofm.config import Config, preset
 from mariofm.unet import (
     Conv3DBlock,
@@ -28,8 +25,6 @@ from mariofm.unet import (
     sinusoidal_embedding,
     unpatchify,
 )
-
-SHIPPED = Path(mariofm.__file__).parent / "checkpoints" / "mariofm_cpu.safetensors"
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -99,12 +94,12 @@ def _count_block_calls(model: VideoUNet) -> dict[str, int]:
     return calls
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_checkpointing_recomputes_every_residual_block_in_backward(checkpointing):
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_activations_reruns_every_residual_block_in_backward(recompute):
     """With recompute_activations each residual block (down, middle, up) keeps only its input and runs again in
     backward: 2 calls per block for one forward + backward, against 1 without. Under no_grad, 1 call either way."""
     torch.manual_seed(0)
-    model = VideoUNet(preset("smoke", recompute_activations=checkpointing, num_res_blocks=2))
+    model = VideoUNet(preset("smoke", recompute_activations=recompute, num_res_blocks=2))
     torch.nn.init.normal_(model.head[-1].weight, std=0.1)
     calls = _count_block_calls(model)
     assert len(calls) == 2 * 2 + 2 + 2 * 2  # 2 levels x 2 blocks down, 2 in the middle, 2 x 2 up
@@ -112,20 +107,20 @@ def test_checkpointing_recomputes_every_residual_block_in_backward(checkpointing
     out = model(x, torch.tensor([0.3, 0.6]))
     assert set(calls.values()) == {1}
     out.square().mean().backward()
-    assert set(calls.values()) == {2 if checkpointing else 1}, calls
+    assert set(calls.values()) == {2 if recompute else 1}, calls
     with torch.no_grad():
         model(x, 0.5)
-    assert set(calls.values()) == {3 if checkpointing else 2}, calls
+    assert set(calls.values()) == {3 if recompute else 2}, calls
 
 
-def test_checkpointed_model_supports_gradients_with_respect_to_its_input():
-    """torch.autograd.grad(v, x) — what the likelihood's divergence needs — works through checkpointed blocks
+def test_recomputing_model_supports_gradients_with_respect_to_its_input():
+    """torch.autograd.grad(v, x) — what the likelihood's divergence needs — works through recomputed blocks
     (the reentrant variant of torch's checkpoint refuses it) and equals the plain model's gradient."""
     x, t = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.6])
     grads = []
-    for checkpointing in (False, True):
+    for recompute in (False, True):
         torch.manual_seed(0)
-        model = VideoUNet(preset("smoke", recompute_activations=checkpointing))
+        model = VideoUNet(preset("smoke", recompute_activations=recompute))
         torch.nn.init.normal_(model.head[-1].weight, std=0.1)
         xr = x.clone().requires_grad_(True)
         grads.append(torch.autograd.grad(model(xr, t).square().sum(), xr)[0])
@@ -248,23 +243,39 @@ def test_the_model_runs_where_its_input_lives_and_in_its_dtype():
     assert _perturbed(cfg).bfloat16()(x.bfloat16(), torch.tensor([0.2, 0.4])).dtype == torch.bfloat16
 
 
-def test_the_shipped_weights_still_compute_what_they_were_trained_to():
-    """The architecture is pinned by the shipped checkpoint: a change to what any layer computes (an activation
-    dropped, a sign flipped) still loads its weights but makes another function. Reference numbers: the shipped
-    model in float64 on seeded noise at t = 0.7, computed at aed4fcb. Change the architecture on purpose only
-    together with a re-trained, re-exported model, and then update these numbers."""
-    with safe_open(SHIPPED, "pt") as f:
-        cfg = Config.from_dict(json.loads(f.metadata()["config"]))
-    model = VideoUNet(cfg)
-    model.load_state_dict(load_file(SHIPPED))
-    model = model.double().eval()
-    x = torch.randn(1, 3, cfg.sequence_length, cfg.video_height, cfg.video_width, dtype=torch.float64,
+def _filled(cfg: Config) -> VideoUNet:
+    """The model in float64 with every parameter drawn from a generator seeded by its name: the numbers do not
+    depend on the order layers are built in, only on what each named weight does."""
+    model = VideoUNet(cfg).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5 / max(1, p[0].numel()) ** 0.5)
+    return model.eval()
+
+
+FINGERPRINTS = {  # measured at 7eb49b1 (torch 2.13, float64): mean, mean square, v[1, :, 2, 5, 3:7]
+    "cpu": (preset("cpu"), 0.13296418653247413, 0.15952486830914367, [
+        -0.026012514873, 0.606813063972, -0.165143276866, 0.601241426626, 0.315079268188, -0.675414823612,
+        0.369719691214, -0.743248627744, -0.039095469058, 0.119588449879, -0.038452698622, 0.153361876928]),
+    "3d+attention+x0": (preset("smoke", conv="3d", temporal_attention=True, prediction="x0", base_ch=32),
+                        -0.8329248745302263, 7.437267629983441, [
+        -1.582040587471, -0.260861428159, -0.546459902624, -1.073025270862, -0.160059466704, 1.163910325656,
+        -1.231248916711, 1.421399945888, 0.582411479968, -2.390007685439, 0.148020629193, 0.616578597131]),
+}
+
+
+@pytest.mark.parametrize("name", list(FINGERPRINTS))
+def test_the_architecture_computes_what_checkpoints_were_trained_with(name):
+    """A checkpoint stores weights by name, not what the layers do with them: a change to the forward pass (an
+    activation dropped, a sign flipped, a norm moved) still loads every old checkpoint and silently computes
+    another function. These numbers pin the function. Change the architecture on purpose only with a re-trained,
+    re-exported model, then update them."""
+    cfg, mean, mean_square, values = FINGERPRINTS[name]
+    x = torch.randn(2, 3, cfg.sequence_length, cfg.video_height, cfg.video_width, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        v = model(x, torch.tensor([0.7], dtype=torch.float64))
-    assert v.mean().item() == pytest.approx(0.07642772591918963, rel=1e-6)
-    assert v.square().mean().item() == pytest.approx(1.2623159611752186, rel=1e-6)
-    expected = [-0.2969295782127437, -1.0189561773574427, -0.342217140078259, -0.27310538174578197,
-                -0.2100661453760084, 0.017986220104318842, 0.1474418433199606, -1.2107226844939858,
-                -0.9458172575521955, -0.8363575576258515, -0.7775799033004924, 0.8697707507834397]
-    assert v[0, :, 3, 30, 30:34].flatten().tolist() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        v = _filled(cfg)(x, torch.tensor([0.3, 0.8], dtype=torch.float64))
+    assert v.mean().item() == pytest.approx(mean, rel=1e-6)
+    assert v.square().mean().item() == pytest.approx(mean_square, rel=1e-6)
+    assert v[1, :, 2, 5, 3:7].flatten().tolist() == pytest.approx(values, rel=1e-6, abs=1e-9)
