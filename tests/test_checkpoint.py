@@ -3,6 +3,8 @@ what a run saves is exactly what it resumes from, the files load without unpickl
 of a resumed run drops the rows written after its checkpoint."""
 
 import json
+import os
+import pickle
 import re
 
 import pytest
@@ -14,6 +16,7 @@ from mariofm.checkpoint import (
     MODEL,
     SHIPPED,
     ConfigMismatchError,
+    DamagedFileError,
     check_config,
     ema_weights,
     load_checkpoint,
@@ -103,6 +106,7 @@ def test_a_failed_save_leaves_the_old_file_whole(tmp_path):
     with pytest.raises(AttributeError):  # a local function cannot be pickled
         save_atomic({"step": 2, "bad": lambda: None}, path)
     assert load_checkpoint(path) == {"step": 1}
+    assert (tmp_path / (CHECKPOINT + ".tmp")).exists()  # the half-written file went beside it, under another name
 
 
 def test_config_mismatch_lists_every_differing_field():
@@ -178,3 +182,84 @@ def test_a_log_without_a_path_writes_nothing(tmp_path):
     log.write({"step": 1, "val_loss": 1.0})
     log.close()
     assert row["loss"] == 2.0 and list(tmp_path.iterdir()) == []
+
+
+# --- files that are not what they should be ---------------------------------------------------------------------
+def damaged(path, problem: str) -> str:
+    return "^" + re.escape(f"{path} is damaged or not a mariofm checkpoint: {problem}. Copy or export it again, "
+                           "or point to another file") + "$"
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A real checkpoint.pt and video_model.pt (1 smoke step), to copy and damage."""
+    folder = tmp_path_factory.mktemp("saved")
+    trained_run(1).save(folder)
+    return folder
+
+
+def test_damaged_checkpoints_say_what_is_wrong(saved_run, tmp_path):
+    data = (saved_run / CHECKPOINT).read_bytes()
+    cases = {"empty.pt": (b"", "it is empty (0 bytes)"),
+             "cut.pt": (data[:1000], "it is truncated (1000 bytes; the end of its zip archive is missing, as after "
+                                     "an interrupted write or copy)"),
+             "text.pt": (b"hello, I am not weights\n", "it is not a PyTorch file (it begins with b'hello, I')")}
+    for name, (content, problem) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DamagedFileError, match=damaged(tmp_path / name, problem)):
+            load_checkpoint(tmp_path / name)
+    # a (legacy) pickle that is broken: torch's own words, first line
+    (tmp_path / "broken.pt").write_bytes(b"\x80\x02garbage that is not a pickle")
+    with pytest.raises(DamagedFileError, match=re.escape("torch cannot read it (UnpicklingError: Weights only load "
+                                                         "failed.")):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"config": Evil()}, tmp_path / MODEL)
+    with pytest.raises(pickle.UnpicklingError, match=f"^refusing to load {re.escape(str(tmp_path / MODEL))}: it "
+                                                     "holds objects other than tensors and plain data"):
+        load_model(tmp_path / MODEL)
+    assert not marker.exists()
+
+
+def test_checkpoints_load_onto_the_requested_device(saved_run):
+    state = load_checkpoint(saved_run / CHECKPOINT, map_location="meta")  # meta: a stand-in for a GPU
+    assert all(v.device.type == "meta" for v in state["model"].values())
+    assert all(v.device.type == "cpu" for v in load_checkpoint(saved_run / CHECKPOINT)["model"].values())
+
+
+def test_files_of_another_program_or_shape_are_named(saved_run, tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(DamagedFileError, match=damaged(tmp_path / "foreign.pt", "it holds no config, ema, so it is "
+                                                                               "not a mariofm checkpoint")):
+        load_model(tmp_path / "foreign.pt")
+    with pytest.raises(DamagedFileError, match="it holds no config, model, so"):
+        load_model(tmp_path / "foreign.pt", ema=False)
+    state = load_checkpoint(saved_run / MODEL)
+    state["config"]["base_ch"] = 16  # weights of base_ch 8 under a config that says 16
+    torch.save(state, tmp_path / MODEL)
+    with pytest.raises(DamagedFileError, match=re.escape(f"{tmp_path / MODEL} is damaged or not a mariofm "
+                                                         "checkpoint: its weights do not fit the model its config "
+                                                         "describes")):
+        load_model(tmp_path / MODEL)
+
+
+def test_damaged_safetensors_files_say_what_is_wrong(tmp_path):
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(DamagedFileError, match=damaged(tmp_path / "empty.safetensors", "it is empty (0 bytes)")):
+        load_model(tmp_path / "empty.safetensors")
+    (tmp_path / "text.safetensors").write_bytes(b"hello, I am not weights\n")
+    with pytest.raises(DamagedFileError, match="text.safetensors is damaged or not a mariofm checkpoint: "
+                                               "safetensors cannot read it"):
+        load_model(tmp_path / "text.safetensors")
+    save_file({"w": torch.zeros(2)}, tmp_path / "bare.safetensors")
+    with pytest.raises(DamagedFileError, match=damaged(tmp_path / "bare.safetensors", "its metadata holds no "
+                                                       "config (files from `mariofm export` do)")):
+        load_model(tmp_path / "bare.safetensors")
