@@ -54,11 +54,15 @@ def test_a_saved_run_resumes_exactly(tmp_path):
     """Save after 2 steps, load into a fresh Run, take the same third step in both: identical weights, EMA,
     optimizer moments, learning rate and random streams (dropout uses the global RNG, noise its generator)."""
     a = trained_run(2, dropout=0.2, ema_decay=0.5)
+    a.hardware = "where it trained"  # the card names the hardware of the first session, not of the last
+    a.data = "/data/of/the/run"  # what --resume trains on
     a.save(tmp_path)
     b = Run.create(a.cfg, CPU, Budget(steps=10), steps_per_epoch=5)  # reseeds the global RNG
     saved = load_checkpoint(tmp_path / CHECKPOINT)
     b.load_state_dict(saved)
-    assert (b.step, b.elapsed, b.hardware) == (2, 12.5, a.hardware)
+    assert (b.step, b.elapsed, b.hardware, b.data) == (2, 12.5, "where it trained", "/data/of/the/run")
+    assert set(saved) == {"config", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "step", "elapsed",
+                          "budget", "hardware", "data"} and saved["budget"] == [None, 10, None]
     assert b.opt.param_groups[0]["lr"] == a.opt.param_groups[0]["lr"]
     rng = torch.get_rng_state()
     assert torch.equal(rng, saved["rng"]["torch"])  # the dropout stream is where the saved run left it

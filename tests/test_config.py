@@ -175,6 +175,7 @@ def test_boolean_overrides(raw, value):
 def test_a_later_override_wins_and_overrides_feed_preset():
     out = parse_overrides(["lr=1e-3", "lr=2e-3", "recompute_activations=yes"])
     assert out == {"lr": 2e-3, "recompute_activations": True}
+    assert parse_overrides(["amp=off", "base_ch=16"]) == {"amp": False, "base_ch": 16}  # a switch, then more
     assert preset("smoke", **out).lr == 2e-3
 
 

@@ -129,6 +129,7 @@ class Conditioned(torch.nn.Module):
 
     def forward(self, x, t, actions):
         self.grad_seen = sorted(set(getattr(self, "grad_seen", [])) | {torch.is_grad_enabled()})
+        self.batches = [*getattr(self, "batches", []), len(x)]
         return self.drop(self.scale * x * t.view(-1, 1, 1) + actions.view(-1, 1, 1))
 
 
@@ -162,6 +163,9 @@ def test_validation_loss_is_the_loss_on_a_fixed_t_grid_with_seeded_noise():
     assert default == validation_loss(model, clips, t_grid=8, seed=0, cond={"actions": actions})
     assert default != pytest.approx(validation_loss(model, clips, t_grid=7, seed=0, cond={"actions": actions}))
     assert model.grad_seen == [False]  # evaluated without building a graph
+    model.batches = []
+    validation_loss(model, clips, t_grid=2, cond={"actions": actions})
+    assert model.batches == [4, 1, 4, 1]  # batches of 4 clips by default
 
 
 def test_validation_loss_keeps_a_model_in_eval_mode_in_eval_mode():

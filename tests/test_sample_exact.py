@@ -101,3 +101,18 @@ def test_sample_videos_samples_in_batches_with_each_clips_own_condition():
     assert model.training
     euler = sample_videos(model, noise, 3, "euler", cond={"actions": actions})
     assert not np.array_equal(euler, videos)
+
+
+def test_sample_videos_takes_8_clips_at_a_time_and_shows_progress_only_when_asked(capsys):
+    seen = []
+
+    class Field(torch.nn.Module):
+        def forward(self, x, t):
+            seen.append(len(x))
+            return -x
+
+    field = Field()
+    sample_videos(field, torch.zeros(10, 3, 1, 2, 2), 1, "euler")
+    assert seen == [8, 2] and capsys.readouterr().err == ""
+    sample_videos(field, torch.zeros(2, 3, 1, 2, 2), 2, "euler", progress=True)
+    assert "euler 1→0" in capsys.readouterr().err

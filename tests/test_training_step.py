@@ -194,3 +194,21 @@ def test_outside_the_main_thread_signals_are_left_alone():
     thread.start()
     thread.join()
     assert seen["asked"] == {"stop": False} and seen["handler"] is before
+
+
+# --- what a fresh run is made of ---------------------------------------------------------------------------------
+def test_a_fresh_run_is_seeded_and_uses_the_configured_optimiser():
+    a, b, other = make_run(), make_run(), make_run(seed=1)
+    assert max_diff(params(a.model), params(b.model)) == 0 and max_diff(params(a.model), params(other.model)) > 0
+    assert max_diff(params(a.ema.module), params(a.model)) == 0  # the EMA starts as a copy
+    group = make_run(lr=3e-4, weight_decay=0.05).opt.param_groups[0]
+    assert isinstance(a.opt, torch.optim.AdamW) and group["betas"] == (0.9, 0.99)
+    assert group["initial_lr"] == 3e-4 and group["weight_decay"] == 0.05
+    assert not a.scaler.is_enabled()  # fp16 loss scaling is for CUDA's fp16 autocast only
+    assert (a.step, a.elapsed, a.max_steps) == (0, 0.0, 10) and a.hardware
+    assert torch.equal(a.noise_gen.get_state(), torch.Generator().manual_seed(a.cfg.seed + 1).get_state())
+
+
+def test_a_one_step_budget_warms_up_in_one_step():
+    run = make_run(Budget(steps=1), warmup_steps=50)
+    assert run.warmup == 1 and run.spent(1) == 0.0 and run.opt.param_groups[0]["lr"] == pytest.approx(run.cfg.lr)
