@@ -18,6 +18,7 @@ from mariofm.sample import nfe, sample
 from mariofm.unet import VideoUNet
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "mariofm_cpu.safetensors"  # installed with the package
+WORLD_SHIPPED = SHIPPED.with_name("mariofm_world.safetensors")  # the world model (mariofm.rollout)
 
 
 def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -183,19 +184,36 @@ def stack_videos(items: list[dict]) -> torch.Tensor:
     return torch.stack([item["video"] for item in items])
 
 
+def stack_batch(items: list[dict], conditions: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
+    """(x0, cond): the stacked videos, and the stacked entries a conditional model reads (its `conditions`)."""
+    return stack_videos(items), {k: torch.stack([item[k] for item in items]) for k in conditions}
+
+
+def training_data(cfg: Config, data: str | Path, split: str, **kwargs):
+    """MarioClips for a video model; NextFrames (next frame, context, buttons) for a world model."""
+    if cfg.context_frames:
+        from mariofm.world_data import NextFrames
+        return NextFrames.from_config(cfg, data, split=split, **kwargs)
+    from mariofm.data import MarioClips
+    return MarioClips.from_config(cfg, data, split=split, **kwargs)
+
+
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8, seed: int = 0,
-                    batch_size: int = 4) -> float:
-    """FM loss averaged over a fixed t grid (midpoints of [0, 1]) with fixed noise: comparable across runs."""
+                    batch_size: int = 4, cond: dict | None = None) -> float:
+    """FM loss averaged over a fixed t grid (midpoints of [0, 1]) with fixed noise: comparable across runs.
+    `cond`: what a conditional model reads besides x_t and t (e.g. context and actions), batched like clips."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
     total = 0.0
+    cond = cond or {}
     for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
         noise = torch.randn(clips.shape, generator=g).to(clips.device)
-        for x0, eps in zip(clips.split(batch_size), noise.split(batch_size)):
+        for i, (x0, eps) in enumerate(zip(clips.split(batch_size), noise.split(batch_size))):
             t = torch.full((x0.shape[0],), float(t_value), device=clips.device)
-            total += fm_loss(model, x0, t=t, noise=eps)[0].item() * x0.shape[0]
+            net = functools.partial(model, **{k: v.split(batch_size)[i] for k, v in cond.items()})
+            total += fm_loss(net, x0, t=t, noise=eps)[0].item() * x0.shape[0]
     model.train(was_training)
     return total / (t_grid * clips.shape[0])
 
@@ -339,18 +357,28 @@ class EpochEvaluation:
         cfg = run.cfg
         shape = (NUM_SAMPLES, cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
         self.noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed + 2))
-        self.val_clips = stack_videos([held_out[i] for i in range(min(len(held_out), clips))]).to(dev)
-        self.run, self.out, self.dev, self.log = run, out, dev, log
+        # a world model's windows overlap (1 frame apart): spread the validation windows over the set
+        picks = torch.linspace(0, len(held_out) - 1, min(len(held_out), clips)).long().tolist()
+        self.val_clips, cond = stack_batch([held_out[i] for i in picks], run.model.conditions)
+        self.val_clips, self.val_cond = self.val_clips.to(dev), {k: v.to(dev) for k, v in cond.items()}
+        self.held_out, self.run, self.out, self.dev, self.log = held_out, run, out, dev, log
 
     def __call__(self, epoch: int) -> float:
         from mariofm.generate import sample_videos
         from mariofm.video import video_grid, write_gif
 
         cfg, model = self.run.cfg, self.run.ema.module
-        videos = sample_videos(model, self.noise, cfg.sample_steps, cfg.solver, device=self.dev)
-        write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
-        write_gif(self.out / f"grid_epoch{epoch}.gif", video_grid(videos), cfg.fps)
-        val_loss = validation_loss(model, self.val_clips, seed=cfg.seed, batch_size=cfg.batch_size)
+        if cfg.context_frames:  # a world model: real (top) and generated (bottom) from the same real start
+            from mariofm.rollout import preview
+
+            write_gif(self.out / f"rollout_epoch{epoch}.gif", preview(model, self.held_out.clips, seed=cfg.seed),
+                      cfg.fps)
+        else:
+            videos = sample_videos(model, self.noise, cfg.sample_steps, cfg.solver, device=self.dev)
+            write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
+            write_gif(self.out / f"grid_epoch{epoch}.gif", video_grid(videos), cfg.fps)
+        val_loss = validation_loss(model, self.val_clips, seed=cfg.seed, batch_size=cfg.batch_size,
+                                   cond=self.val_cond)
         self.log.write(dict(step=self.run.step, epoch=epoch, val_loss=val_loss))
         return val_loss
 
@@ -389,7 +417,7 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
     and continue with `resume=True`."""
-    from mariofm.data import MarioClips, NoDataError
+    from mariofm.data import NoDataError
 
     out, dev = Path(out), pick_device(device)
     dist = setup_distributed(dev)
@@ -407,9 +435,9 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world} processes")
 
-    train_set = MarioClips.from_config(cfg, data, split="train", progress=progress and dist.main)
+    train_set = training_data(cfg, data, "train", progress=progress and dist.main)
     try:
-        held_out = MarioClips.from_config(cfg, data, split="val", progress=False)
+        held_out = training_data(cfg, data, "val", progress=False)
     except NoDataError:  # a folder with a single video has no validation file: watch the training clips
         held_out = train_set
     steps_per_epoch = len(train_set) // cfg.batch_size
@@ -434,7 +462,7 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         if saved is None:  # a fresh run: no samples of an earlier run in the same folder
-            for old in [*out.glob("sample_epoch*.gif"), *out.glob("grid_epoch*.gif")]:
+            for old in [*out.glob("sample_epoch*.gif"), *out.glob("grid_epoch*.gif"), *out.glob("rollout_epoch*.gif")]:
                 old.unlink()
     log = MetricsLog(out / "metrics.jsonl" if dist.main else None, log_every, saved and run.step)
     evaluator = EpochEvaluation(run, held_out, out, dev, log) if dist.main else None
@@ -445,9 +473,11 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
         with stop_requests() as asked:
             while not (run.finished() or run.step == stop_at or asked["stop"]):
                 epoch = run.step // steps_per_epoch
-                for x0 in epoch_loader(train_set, cfg, epoch, run.step % steps_per_epoch, dist, workers, dev):
+                batches = epoch_loader(train_set, cfg, epoch, run.step % steps_per_epoch, dist, workers, dev,
+                                       run.model.conditions)
+                for x0, cond in batches:
                     lr = run.opt.param_groups[0]["lr"]
-                    loss, per_sample, t = train_step(net, run, x0, dist, dev)
+                    loss, per_sample, t = train_step(net, run, x0, dist, dev, cond)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"the loss became {loss} at step {run.step + 1}; stopping. The last good checkpoint "
@@ -481,25 +511,30 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     return out
 
 
-def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, workers: int, dev: torch.device):
-    """This rank's batches of `epoch`, from batch `skip` on (a resumed run skips those it has done)."""
+def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, workers: int, dev: torch.device,
+                 conditions: tuple[str, ...] = ()):
+    """This rank's batches of `epoch` as (x0, cond), from batch `skip` on (a resumed run skips those it has done);
+    cond holds the dataset entries named in the model's `conditions` (none for a video model)."""
     local = cfg.batch_size // dist.world
     batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch)[skip:]
     rank_batches = [b[dist.rank * local:(dist.rank + 1) * local] for b in batches]
     # its own generator: making a DataLoader must not draw from the global RNG (dropout uses it)
-    loader = DataLoader(train_set, batch_sampler=rank_batches, num_workers=workers, collate_fn=stack_videos,
+    loader = DataLoader(train_set, batch_sampler=rank_batches, num_workers=workers,
+                        collate_fn=functools.partial(stack_batch, conditions=conditions),
                         pin_memory=dev.type == "cuda", generator=torch.Generator())
-    return (x0.to(dev, non_blocking=True) for x0 in loader)
+    return ((x0.to(dev, non_blocking=True), {k: v.to(dev, non_blocking=True) for k, v in cond.items()})
+            for x0, cond in loader)
 
 
 def train_step(net: torch.nn.Module, run: Run, x0: torch.Tensor, dist: Dist,
-               dev: torch.device) -> tuple[float, torch.Tensor, torch.Tensor]:
+               dev: torch.device, cond: dict | None = None) -> tuple[float, torch.Tensor, torch.Tensor]:
     """One optimiser step: draw noise and t, take the loss, backward, clip, step. Returns the mean loss over
     all ranks, this rank's per-sample losses and its t. The update is skipped when the loss is not finite.
 
     Every rank draws the whole global batch's noise and t and keeps its own slice. The batch is split into
     `run.micro_batches` pieces whose gradients accumulate; on a CUDA out-of-memory error it is split in twice as
-    many and tried again, so the effective batch size never changes."""
+    many and tried again, so the effective batch size never changes. `cond` (a world model's context and
+    actions) is split the same way and passed to the model by keyword."""
     cfg = run.cfg
     local = slice(dist.rank * x0.shape[0], (dist.rank + 1) * x0.shape[0])
     shape = (cfg.batch_size, *x0.shape[1:])
@@ -510,13 +545,16 @@ def train_step(net: torch.nn.Module, run: Run, x0: torch.Tensor, dist: Dist,
         try:
             run.opt.zero_grad(set_to_none=True)
             per_sample = []
-            pieces = list(zip(x0.chunk(run.micro_batches), noise.chunk(run.micro_batches), t.chunk(run.micro_batches)))
-            for i, (x, n, tt) in enumerate(pieces):
+            chunks = [dict(zip(cond, c)) for c in zip(*(v.chunk(run.micro_batches) for v in cond.values()))] \
+                if cond else [{}] * run.micro_batches
+            pieces = list(zip(x0.chunk(run.micro_batches), noise.chunk(run.micro_batches), t.chunk(run.micro_batches),
+                              chunks))
+            for i, (x, n, tt, c) in enumerate(pieces):
                 # under DDP, all-reduce the gradients once, after the last micro-batch
                 last = i == len(pieces) - 1
                 sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
                 with sync, torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, ps, _ = fm_loss(net, x, t=tt, noise=n)
+                    loss, ps, _ = fm_loss(functools.partial(net, **c), x, t=tt, noise=n)
                 run.scaler.scale(loss * x.shape[0] / x0.shape[0]).backward()
                 per_sample.append(ps.detach().float())
             per_sample = torch.cat(per_sample)
@@ -541,7 +579,8 @@ def train_step(net: torch.nn.Module, run: Run, x0: torch.Tensor, dist: Dist,
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a video model on recorded clips",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed (default: cpu, or the resumed run's)")
+    p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed | world-smoke | world-cpu | world-gpu "
+                                                  "(default: cpu, or the resumed run's)")
     p.add_argument("--data", default="data_video/mario", help="folder of recorded clips")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
     budget = p.add_mutually_exclusive_group()

@@ -13,6 +13,17 @@ Shapes for the `cpu` preset (patch_size=2, base_ch=32, channel_mults=(1, 2), T=8
     head (zero-init)     (B, 32, 8, 30, 32) -> (B, 12, 8, 30, 32), then unpatchify -> (B, 3, 8, 60, 64)
 
 Down- and upsampling only touch H and W: every level sees all T frames, so any T >= 1 works.
+
+With cfg.context_frames = K > 0 the same net is a world model, the velocity of the NEXT frame given the K frames
+before it and the buttons (mariofm.conditioning explains each choice):
+
+    model = VideoUNet(preset("world-cpu"));  model.conditions == ("context", "actions")
+    v = model(x_t, t, context=context, actions=actions)
+    # x_t (B, 3, 1, H, W), context (B, 3, K, H, W), actions (B, K + 1, 8) button bits -> v (B, 3, 1, H, W)
+
+Only the stem's input width changes (3·(K+1) channels: x_t stacked with the context) and the time embedding gets
+the buttons' and the context-noise level's embeddings added. `conditions` names the keyword arguments the model
+needs, so a trainer can call `functools.partial(model, **{k: batch[k] for k in model.conditions})`.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mariofm.conditioning import WorldConditioning
 from mariofm.config import Config
 from mariofm.flow import velocity_from_x0
 
@@ -70,9 +82,12 @@ class TemporalConv(nn.Conv2d):
 
 def make_conv(in_ch: int, out_ch: int, kind: str) -> nn.Module:
     """A 3x3x3 conv ("3d", 27·in·out weights) or its factorised stand-in ("2+1d", 9·in·out + 3·out·out):
-    1x3x3 over space, then 3x1x1 over time. Padding keeps (T, H, W)."""
+    1x3x3 over space, then 3x1x1 over time; "2d" is the 1x3x3 alone (frames never mix: the world model's
+    per-frame net). Padding keeps (T, H, W)."""
     if kind == "3d":
         return nn.Conv3d(in_ch, out_ch, 3, padding=1)
+    if kind == "2d":
+        return nn.Conv3d(in_ch, out_ch, (1, 3, 3), padding=(0, 1, 1))
     return nn.Sequential(nn.Conv3d(in_ch, out_ch, (1, 3, 3), padding=(0, 1, 1)), TemporalConv(out_ch))
 
 
@@ -199,11 +214,17 @@ class VideoUNet(nn.Module):
         super().__init__()
         chs = [cfg.base_ch * m for m in cfg.channel_mults]
         td, kind, p, n = cfg.time_dim, cfg.conv, cfg.dropout, cfg.num_res_blocks
+        self.cfg = cfg  # for callers such as mariofm.rollout (its sample_steps and solver)
         self.channels, self.time_dim, self.grad_checkpoint = cfg.video_channels, td, cfg.grad_checkpoint
         self.time_scale, self.prediction, self.t_min = cfg.time_scale, cfg.prediction, cfg.t_min
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.patch = cfg.patch_size
-        self.stem = make_conv(cfg.video_channels * self.patch**2, chs[0], kind)
+        # a world model reads the noisy next frame stacked with K context frames (mariofm.conditioning)
+        self.world = WorldConditioning(cfg.context_frames, cfg.video_channels, td, cfg.context_noise,
+                                       cfg.play_noise) if cfg.context_frames else None
+        self.conditions: tuple[str, ...] = ("context", "actions") if self.world else ()
+        in_ch = cfg.video_channels * (cfg.context_frames + 1)
+        self.stem = make_conv(in_ch * self.patch**2, chs[0], kind)
         self.down_blocks, self.downs = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(chs):
             prev = chs[max(i - 1, 0)]
@@ -231,7 +252,8 @@ class VideoUNet(nn.Module):
             return checkpoint(block, h, emb, use_reentrant=False)
         return block(h, emb)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None,
+                actions: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.channels or x.shape[3] % self.factor or x.shape[4] % self.factor:
             raise ValueError(f"expected x of shape (B, {self.channels}, T, H, W) with H and W divisible by "
                              f"{self.factor}; got {tuple(x.shape)}. Resize the clips or change channel_mults")
@@ -241,7 +263,13 @@ class VideoUNet(nn.Module):
             raise ValueError(f"t must be a float or a tensor of shape (B,)=({x.shape[0]},); got {tuple(t.shape)}")
         # .to(x.dtype): a .half() model gets a half embedding
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, self.time_scale).to(x.dtype))
-        h, skips = self.stem(patchify(x, self.patch)), []
+        inputs = x
+        if self.world is not None:
+            inputs, cond = self.world(x, context, actions)
+            emb = emb + cond  # buttons and context-noise level reach every block's scale-and-shift
+        elif context is not None or actions is not None:
+            raise ValueError("this model is unconditional (context_frames=0): it takes no context or actions")
+        h, skips = self.stem(patchify(inputs, self.patch)), []
         for blocks, down in zip(self.down_blocks, self.downs):
             for block in blocks:
                 h = self._block(block, h, emb)
