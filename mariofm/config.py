@@ -144,6 +144,7 @@ PRESETS: dict[str, dict] = {
                         base_ch=8, channel_mults=(1, 2), time_dim=32, conv="2d", prediction="x0", batch_size=2,
                         epochs=1, warmup_steps=2, sample_steps=2, solver="euler", fps=15),
     "world-cpu": dict(video_height=60, video_width=64, sequence_length=1, frame_stride=2, context_frames=4,
+                      context_noise=0.2, play_noise=0.05,
                       patch_size=2, base_ch=32, channel_mults=(1, 2), time_dim=128, conv="2d", prediction="x0",
                       batch_size=16, lr=5e-4, warmup_steps=200, ema_decay=0.995, sample_steps=4, solver="euler",
                       fps=15),
