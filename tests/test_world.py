@@ -231,3 +231,22 @@ def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mari
     assert scores["h4"]["baseline_psnr_mean"] == pytest.approx(psnr(context[:, -1], real[:, 3]).mean())
     assert psnr(real[:, 0], real[:, 0]).tolist() == [60.0] * 3  # identical frames: the cap, not infinity
     assert scores["h1"]["psnr_mean"] < scores["h1"]["baseline_psnr_mean"]  # an untrained model is worse
+
+
+# ------------------------------------------------------------------------------------------------ the shipped model
+def test_the_shipped_world_model_matches_its_card_and_plays():
+    import hashlib
+    import json
+
+    from mariofm.checkpoint import WORLD_SHIPPED, load_model
+
+    card = json.loads(WORLD_SHIPPED.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(WORLD_SHIPPED.read_bytes()).hexdigest()
+    assert WORLD_SHIPPED.stat().st_size < 20 * 2**20
+    assert {"horizons", "buttons", "stability"} <= card["evaluate"].keys() and "button_share_of_recorded_frames" in \
+        card["data"]
+    model, cfg = load_model(WORLD_SHIPPED)
+    assert model.conditions == ("context", "actions") and cfg.to_dict() == card["config"]
+    context = np.zeros((cfg.context_frames, cfg.video_height, cfg.video_width, 3), np.uint8)
+    frames = rollout(model, context, policy_actions("right+b", cfg.context_frames + 2), seed=0)
+    assert frames.shape == (2, cfg.video_height, cfg.video_width, 3)
