@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import platform
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -384,11 +385,12 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
           steps: int | None = None, minutes: float | None = None, resume: bool = False,
           device: str | None = None, checkpoint_every: int = 200, sample_every: int = 1, log_every: int = 10,
           workers: int = 0, compile: bool = False, progress: bool = True,
-          stop_at: int | None = None) -> Path:
+          stop_at: int | None = None, keep_snapshots: bool = False) -> Path:
     """Train and return the run folder. The budget is whichever of epochs/steps/minutes ends first
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
-    and continue with `resume=True`."""
+    and continue with `resume=True`. `keep_snapshots` also keeps each periodic video_model.pt as
+    video_model_step{N}.pt, to score one run at several training lengths."""
     from mariofm.data import MarioClips, NoDataError
 
     out, dev = Path(out), pick_device(device)
@@ -462,6 +464,8 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.1e}", clips_s=f"{row['clips_per_s']:.1f}")
                     if run.step % checkpoint_every == 0 and dist.main:
                         run.save(out)
+                        if keep_snapshots:
+                            shutil.copyfile(out / MODEL, out / f"video_model_step{run.step}.pt")
                     if run.finished() or run.step == stop_at or asked["stop"]:
                         break
                 epoch_done = run.step % steps_per_epoch == 0
@@ -556,6 +560,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loading processes (0: in the training process)")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop after this step (resume later)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="keep every periodic checkpoint's weights as video_model_step{N}.pt")
     p.set_defaults(func=_cli)
 
 
@@ -568,7 +574,7 @@ def _cli(args) -> int:
         run = train(cfg, args.data, out, epochs=args.epochs, steps=args.steps, minutes=args.minutes,
                     resume=bool(args.resume), device=args.device, checkpoint_every=args.checkpoint_every,
                     sample_every=args.sample_every, workers=args.workers, compile=args.compile,
-                    stop_at=args.stop_at)
+                    stop_at=args.stop_at, keep_snapshots=args.keep_snapshots)
     except TrainingDiverged as err:
         print(f"error: {err}")
         return 3
