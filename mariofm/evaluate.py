@@ -37,7 +37,7 @@ def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[n
 
 def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, steps: int | None = None,
              solver: str | None = None, seed: int = 0, bpd_clips: int = 2, bpd_steps: int = 8, probes: int = 1,
-             device: str | None = None, progress: bool = True) -> dict:
+             device: str | None = None, progress: bool = True, bootstrap: int = 200) -> dict:
     from mariofm.generate import load_model, noise_for, sample_videos
     from mariofm.likelihood import bits_per_dim
     from mariofm.metrics import compare
@@ -54,7 +54,8 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
     fake = sample_videos(model, noise_for(cfg, num, seed + 1), steps, solver, device=dev, progress=progress)
     report = dict(checkpoint=str(checkpoint or "shipped"), num=num, steps=steps, solver=solver,
                   nfe=nfe(steps, solver), sample_seconds=round(time.perf_counter() - begin, 2))
-    report["metrics"] = compare(fake, real, real_floor=floor)  # the feature nets keep their own fixed seed
+    # the feature nets keep their own fixed seed; FD and KID get a 95% bootstrap interval over clips
+    report["metrics"] = compare(fake, real, real_floor=floor, bootstrap=bootstrap)
     report["val_fm_loss"] = validation_loss(model, as_tensor(real[:16]).to(dev), seed=seed)
     if bpd_clips:
         bpd = bits_per_dim(model, torch.from_numpy(real[:bpd_clips]).permute(0, 4, 1, 2, 3).to(dev),
@@ -66,14 +67,16 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
 
 
 def print_table(report: dict) -> None:
-    rows = [(k, v) for k, v in flatten(report["metrics"]).items()]
+    metrics = flatten(report["metrics"])
+    rows = [(k, v if f"{k}_lo" not in metrics else f"{v:.4g}  [{metrics[k + '_lo']:.4g}, {metrics[k + '_hi']:.4g}]")
+            for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))]
     rows.append(("val_fm_loss", report["val_fm_loss"]))
     if "bits_per_dim" in report:
         b = report["bits_per_dim"]
         rows.append((f"bits_per_dim ({b['clips']} clips, {b['nfe']} NFE, {b['hutchinson_probes']} probe)", b["mean"]))
     width = max(len(k) for k, _ in rows)
     print(f"{report['num']} generated vs {report['num']} real clips; {report['solver']} {report['steps']} steps "
-          f"({report['nfe']} NFE)")
+          f"({report['nfe']} NFE); [95% bootstrap interval over clips]")
     for key, value in rows:
         print(f"  {key:<{width}}  {value:.4g}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
 
@@ -100,6 +103,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--bpd-clips", type=int, default=2, help="validation clips for bits/dim (0: skip)")
     p.add_argument("--bpd-steps", type=int, default=8, help="Heun steps of the likelihood ODE")
     p.add_argument("--probes", type=int, default=1, help="Hutchinson probes for the divergence")
+    p.add_argument("--bootstrap", type=int, default=200, help="redraws for FD/KID's 95%% interval (0: none)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
@@ -108,7 +112,7 @@ def add_cli(subparsers) -> None:
 def _cli(args) -> int:
     report = evaluate(args.checkpoint, args.data, num=args.num, steps=args.steps, solver=args.solver,
                       seed=args.seed, bpd_clips=args.bpd_clips, bpd_steps=args.bpd_steps, probes=args.probes,
-                      device=args.device)
+                      device=args.device, bootstrap=args.bootstrap)
     print_table(report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
