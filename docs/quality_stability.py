@@ -5,9 +5,10 @@
 
 The same `num` generated clips (one noise seed) are compared, as `python -m mariofm evaluate --data DIR` compares
 them, with `num` held-out clips of each folder's stratified val split and `num` of its training split as the
-real-vs-real floor. Recorded with other seeds, the folders are disjoint samples of the same game: a stable metric
-gives the model the same score, relative to each folder's floor, on every one. Prints one row per folder and
-the largest relative difference between folders per metric.
+real-vs-real floor (`--val-fraction`: the split's held-out share; evaluate uses data.VAL_FRACTION). Recorded
+with other seeds, the folders are disjoint samples of the same game: a stable metric gives the model the same
+score, relative to each folder's floor, on every one. Prints one row per folder and the largest relative
+difference between folders per metric.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ import argparse
 import json
 from pathlib import Path
 
-from mariofm.evaluate import held_out_sets
+import numpy as np
+
+from mariofm.data import VAL_FRACTION, MarioClips
 from mariofm.generate import load_model, noise_for, sample_videos
 from mariofm.metrics import compare
+
+
+def real_windows(cfg, folder: str, split: str, n: int, seed: int, val_fraction: float) -> np.ndarray:
+    """n windows of `split` at the model's size, chosen as mariofm.data.real_clips chooses them."""
+    ds = MarioClips.from_config(cfg, folder, split, val_fraction=val_fraction, progress=False)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+    return np.stack([ds.window(int(i)) for i in chosen])
+
 
 KEYS = ("video_fd", "video_fd_floor", "video_kid", "frame_fd", "frame_fd_floor", "frame_kid", "in_palette_ratio",
         "residual_ratio", "scroll_w1")
@@ -32,15 +43,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--solver", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
+    parser.add_argument("--samples", type=Path, default=None, help=".npy: reuse the generated clips saved here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     model, cfg = load_model(args.checkpoint)
-    fake = sample_videos(model, noise_for(cfg, args.num, args.seed + 1), args.steps or cfg.sample_steps,
-                         args.solver or cfg.solver)
+    if args.samples and args.samples.exists():
+        fake = np.load(args.samples)
+    else:
+        fake = sample_videos(model, noise_for(cfg, args.num, args.seed + 1), args.steps or cfg.sample_steps,
+                             args.solver or cfg.solver)
+        if args.samples:
+            np.save(args.samples, fake)
     scores = {}
     for folder in args.data:
-        real, floor = held_out_sets(cfg, folder, args.num, args.seed)
+        real, floor = (real_windows(cfg, folder, split, len(fake), args.seed, args.val_fraction)
+                       for split in ("val", "train"))
         m = compare(fake, real, real_floor=floor, bootstrap=200)
         for key in ("video_fd", "frame_fd"):  # the score relative to this folder's real-vs-real floor
             m[f"{key}_ratio"] = m[key] / m[f"{key}_floor"]
@@ -52,8 +71,8 @@ def main() -> None:
         mean = sum(values) / len(values)
         print(f"  {key:<18} {' / '.join(f'{v:.3g}' for v in values):<30} {(max(values) - min(values)) / abs(mean):.1%}")
     if args.out:
-        args.out.write_text(json.dumps(dict(checkpoint=str(args.checkpoint or "shipped"), num=args.num,
-                                            scores=scores), indent=2))
+        args.out.write_text(json.dumps(dict(checkpoint=str(args.checkpoint or "shipped"), num=len(fake),
+                                            val_fraction=args.val_fraction, scores=scores), indent=2))
 
 
 if __name__ == "__main__":
