@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mariofm.checkpoint import load_model
 from mariofm.evaluate import held_out_sets
-from mariofm.generate import load_model, noise_for, sample_videos
 from mariofm.metrics import compare
-from mariofm.sample import nfe
+from mariofm.sample import nfe, noise_for, sample_videos
 
 
 def neighbour_difference(videos: np.ndarray) -> float:

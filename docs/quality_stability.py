@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mariofm.checkpoint import load_model
 from mariofm.data import VAL_FRACTION, MarioClips
-from mariofm.generate import load_model, noise_for, sample_videos
 from mariofm.metrics import compare
+from mariofm.sample import noise_for, sample_videos
 
 
 def real_windows(cfg, folder: str, split: str, n: int, seed: int, val_fraction: float) -> np.ndarray:

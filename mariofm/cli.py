@@ -2,6 +2,10 @@
 
 Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds its parser and sets
 `func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
+
+Exit codes, the same for every command: 0 done; 2 bad input (a missing file or folder, a setting that cannot
+work, a foreign checkpoint, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C).
+Errors go to stderr as one line that says what is wrong, never a traceback.
 """
 
 from __future__ import annotations
@@ -26,11 +30,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="|".join(COMMANDS))
     for name, module in COMMANDS.items():
         if only is None or only == name:
-            try:
-                importlib.import_module(module).add_cli(subparsers)
-            except ModuleNotFoundError as err:
-                if err.name != module:  # a real missing dependency, not a command still to come
-                    raise
+            importlib.import_module(module).add_cli(subparsers)
     return parser
 
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
-        # bad input (a missing data folder, a wrong setting, a foreign checkpoint): say what, not a traceback
+        # bad input (a missing data folder, a wrong setting, a foreign checkpoint, a diverged run: all
+        # ValueErrors): say what, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
+# the allowed values of the string settings, stated once (mariofm.flow and mariofm.sample use them; the CLI too)
+SOLVERS = ("euler", "heun")  # ODE solvers of mariofm.sample
+TIME_SAMPLINGS = ("uniform", "logit_normal")  # training-time distributions of mariofm.flow.sample_t
+CONVS = ("3d", "2+1d")  # convolutions of mariofm.unet
+PREDICTIONS = ("velocity", "x0")  # what the net outputs (mariofm.unet); the loss and samplers always see v
+
 
 @dataclass
 class Config:
@@ -30,9 +36,10 @@ class Config:
     dropout: float = 0.0
     prediction: str = "velocity"  # what the net outputs: "velocity" v, or "x0" (a clean clip; v derived, flow.py)
     t_min: float = 0.05  # with prediction="x0": v = (x_t − x̂0) / max(t, t_min)
-    grad_checkpoint: bool = False  # recompute activations in backward to save memory
+    recompute_activations: bool = False  # keep only each block's input, redo the block in backward: less memory
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
+    grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
     epochs: int = 50
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -46,7 +53,6 @@ class Config:
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
     fps: int = 30
-    video_duration: int = 5  # seconds of video the seed design aimed for (kept for reference; unused)
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -63,6 +69,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
+        """The Config saved as `d` (by to_dict). Old field names are read under their new ones (the shipped
+        model's metadata holds them); a field no config knows is an error."""
+        d = {_RENAMED.get(k, k): v for k, v in d.items() if k not in _REMOVED}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -78,10 +87,12 @@ class Config:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-_POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride",
-             "base_ch", "num_res_blocks", "patch_size", "time_dim", "batch_size", "epochs", "sample_steps", "fps")
-_CHOICES = {"prediction": ("velocity", "x0"), "conv": ("3d", "2+1d"),
-            "time_sampling": ("uniform", "logit_normal"), "solver": ("heun", "euler")}
+_RENAMED = {"grad_checkpoint": "recompute_activations"}  # old name -> new name
+_REMOVED = ("video_duration",)  # fields of older versions that nothing reads any more
+
+_POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride", "base_ch",
+             "num_res_blocks", "patch_size", "time_dim", "batch_size", "grad_accum", "epochs", "sample_steps", "fps")
+_CHOICES = {"prediction": PREDICTIONS, "conv": CONVS, "time_sampling": TIME_SAMPLINGS, "solver": SOLVERS}
 
 
 def validate(cfg: Config) -> None:
@@ -105,6 +116,9 @@ def validate(cfg: Config) -> None:
     for name in ("lr", "ema_decay", "time_scale", "t_min"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
+    if cfg.batch_size % cfg.grad_accum:
+        raise ValueError(f"config field grad_accum={cfg.grad_accum} must divide batch_size={cfg.batch_size} "
+                         f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")
     if not 0 < cfg.ema_decay < 1:
         raise ValueError(f"config field ema_decay={cfg.ema_decay!r} must lie in (0, 1), e.g. 0.999")
 
@@ -124,7 +138,7 @@ PRESETS: dict[str, dict] = {
                   channel_mults=(1, 2, 4, 4), conv="2+1d", temporal_attention=True, batch_size=4, lr=2e-4,
                   fps=15),
     # the seed design: full 3x3x3 convolutions on 60 full-size frames, 21.9M parameters
-    "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, grad_checkpoint=True),
+    "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, recompute_activations=True),
 }
 
 
@@ -154,4 +168,4 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-__all__ = ["Config", "PRESETS", "preset", "parse_overrides", "validate"]
+__all__ = ["SOLVERS", "TIME_SAMPLINGS", "CONVS", "Config", "PRESETS", "preset", "parse_overrides", "validate"]

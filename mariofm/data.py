@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from mariofm.video import VideoReadError, iter_frames
+from mariofm.video import VideoReadError, from_uint8, iter_frames
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
 CACHE_VERSION = 1  # bump when the cached arrays change meaning
@@ -283,21 +283,23 @@ class MarioClips(Dataset):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         i %= len(self)
         index, start = self.windows[i]
-        # (T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]. numpy, one copy: torch's multi-threaded
-        # element-wise ops were 4-8x slower here on a busy 2-core machine
-        video = self._window(i).transpose(3, 0, 1, 2).astype(np.float32, order="C")
-        video /= 127.5
-        video -= 1
+        video = from_uint8(self._window(i))  # (T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]
         actions = self.actions[index]
         has_actions = actions is not None
         window_actions = actions[start:start + self.span:self.frame_stride] if has_actions \
             else np.zeros(self.sequence_length, np.uint8)
-        return {"video": torch.from_numpy(video), "actions": torch.from_numpy(np.array(window_actions)),
+        return {"video": video, "actions": torch.from_numpy(np.array(window_actions)),
                 "has_actions": has_actions, "path": str(self.files[index]), "start": start}
 
     def __repr__(self) -> str:
         return (f"MarioClips({str(self.root)!r}, split={self.split!r}: {len(self.files)} files, {len(self)} "
                 f"windows of {self.sequence_length} frames, stride {self.frame_stride}, size {self.size})")
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack the tensor entries of data set items into a batch, {"video": (B, C, T, H, W), "actions": (B, T)};
+    the rest (file names, start frames, flags) is dropped. Training takes every batch in this form."""
+    return {k: torch.stack([item[k] for item in items]) for k, v in items[0].items() if torch.is_tensor(v)}
 
 
 def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), sequence_length: int = 16,
@@ -315,5 +317,5 @@ def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), seq
     return np.stack([ds.window(int(i)) for i in chosen])
 
 
-__all__ = ["MarioClips", "NoDataError", "real_clips", "find_videos", "split_files", "level_of", "resize_frame",
-           "VAL_FRACTION"]
+__all__ = ["MarioClips", "NoDataError", "collate", "real_clips", "find_videos", "split_files", "level_of",
+           "resize_frame", "VAL_FRACTION"]

@@ -70,9 +70,10 @@ def score_table(models: dict[str, str | Path | None], data: str | Path, num: int
 
 def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs", *, minutes: float = 10.0,
              train_model: bool = True, clips: int = 40, frames: int = 300, seed: int = 0) -> dict:
+    from mariofm.checkpoint import MODEL
     from mariofm.generate import generate
     from mariofm.record import record_clips
-    from mariofm.train import MODEL, train
+    from mariofm.train import train
 
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,18 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mariofm.checkpoint import load_model
 from mariofm.config import Config
-
-
-def as_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 (N, T, H, W, 3) → float (N, 3, T, H, W) in [-1, 1], the training scaling."""
-    return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+from mariofm.data import real_clips
+from mariofm.device import default_device
+from mariofm.flow import validation_loss
+from mariofm.likelihood import bits_per_dim
+from mariofm.metrics import compare
+from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
+from mariofm.video import from_uint8
 
 
 def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """N validation clips (the reference) and N other real clips (the floor), at the model's size."""
-    from mariofm.data import real_clips
-
     kwargs = dict(size=(cfg.video_height, cfg.video_width), sequence_length=cfg.sequence_length,
                   frame_stride=cfg.frame_stride, seed=seed)
     return real_clips(data, num, split="val", **kwargs), real_clips(data, num, split="train", **kwargs)
@@ -38,13 +39,7 @@ def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[n
 def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, steps: int | None = None,
              solver: str | None = None, seed: int = 0, bpd_clips: int = 2, bpd_steps: int = 8, probes: int = 1,
              device: str | None = None, progress: bool = True, bootstrap: int = 200) -> dict:
-    from mariofm.generate import load_model, noise_for, sample_videos
-    from mariofm.likelihood import bits_per_dim
-    from mariofm.metrics import compare
-    from mariofm.sample import nfe
-    from mariofm.train import validation_loss
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     model, cfg = load_model(checkpoint, device=dev)
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
     real, floor = held_out_sets(cfg, data, num, seed)
@@ -56,7 +51,7 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
                   nfe=nfe(steps, solver), sample_seconds=round(time.perf_counter() - begin, 2))
     # the feature nets keep their own fixed seed; FD and KID get a 95% bootstrap interval over clips
     report["metrics"] = compare(fake, real, real_floor=floor, bootstrap=bootstrap)
-    report["val_fm_loss"] = validation_loss(model, as_tensor(real[:16]).to(dev), seed=seed)
+    report["val_fm_loss"] = validation_loss(model, from_uint8(real[:16]).to(dev), seed=seed)
     if bpd_clips:
         bpd = bits_per_dim(model, torch.from_numpy(real[:bpd_clips]).permute(0, 4, 1, 2, 3).to(dev),
                            steps=bpd_steps, probes=probes, generator=torch.Generator().manual_seed(seed),
@@ -98,7 +93,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data", default="data_video/mario")
     p.add_argument("--num", type=int, default=64, help="generated clips, and real clips in each real set")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--solver", choices=("heun", "euler"), default=None)
+    p.add_argument("--solver", choices=SOLVERS, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bpd-clips", type=int, default=2, help="validation clips for bits/dim (0: skip)")
     p.add_argument("--bpd-steps", type=int, default=8, help="Heun steps of the likelihood ODE")

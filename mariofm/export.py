@@ -3,7 +3,7 @@
     python -m mariofm export --run runs/ship --out mariofm/checkpoints/mariofm_cpu.safetensors --metrics eval.json
 
 The file holds the EMA weights and, in its metadata, the config: loading it never runs code
-(`mariofm.generate.load_model`). The card (`.json` beside it) gathers what a reader needs to trust the numbers:
+(`mariofm.checkpoint.load_model`). The card (`.json` beside it) gathers what a reader needs to trust the numbers:
 config, how the data was recorded, how long and on what the model trained, the final losses, and the `evaluate`
 metrics with their real-vs-real floors — each with the command that produced it.
 """
@@ -15,8 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from mariofm.generate import SHIPPED
-from mariofm.train import CHECKPOINT, ema_weights, hardware, load_checkpoint
+from mariofm.checkpoint import CHECKPOINT, SHIPPED, ema_weights, load_checkpoint
+from mariofm.device import hardware
 
 
 def final_losses(run: Path) -> dict:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+from mariofm.checkpoint import MODEL
 from mariofm.config import preset
 from mariofm.demo import SCORES, score_table
-from mariofm.train import MODEL, train
+from mariofm.train import train
 
 
 def test_score_table_lays_models_beside_the_real_floor(mario_clips, tmp_path):

@@ -17,10 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from mariofm.config import preset
+from mariofm.checkpoint import CHECKPOINT, MODEL, ConfigMismatchError, load_checkpoint, load_model
+from mariofm.config import Config, preset
+from mariofm.data import MarioClips, collate
+from mariofm.device import Dist
 from mariofm.flow import fm_loss
-from mariofm.generate import generate, load_model
-from mariofm.train import CHECKPOINT, MODEL, ConfigMismatchError, TrainingDiverged, load_checkpoint, train
+from mariofm.generate import generate
+from mariofm.schedule import Budget
+from mariofm.state import Run
+from mariofm.train import TrainingDiverged, train, train_step
 from mariofm.unet import VideoUNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +48,6 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
-    from mariofm.data import MarioClips
-
     cfg = smoke(base_ch=16)
     clip = MarioClips.from_config(cfg, mario_clips, split="all")[0]["video"][None]
     torch.manual_seed(0)
@@ -69,6 +72,38 @@ def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
     assert after < 0.5 * before, (before, after)
 
 
+def test_gradient_accumulation_equals_the_big_batch_step(mario_clips):
+    # float64, so that the only difference, the order of the sums, stays far below the tolerance
+    cpu, weights_after = torch.device("cpu"), []
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = smoke(batch_size=4, dropout=0.0)
+        clips = MarioClips.from_config(cfg, mario_clips, split="all")
+        batch = collate([clips[i] for i in range(4)])
+        batch["video"] = batch["video"].double()
+        for accum in (1, 2, 4):
+            run = Run.create(cfg.replace(grad_accum=accum), cpu, Budget(steps=10), steps_per_epoch=10)
+            before = {k: v.clone() for k, v in run.model.state_dict().items()}
+            loss, per_sample, _ = train_step(run.model, run, batch, Dist(), cpu)
+            assert per_sample.shape == (4,) and loss == pytest.approx(per_sample.mean().item(), abs=1e-12)
+            weights_after.append({**{f"model.{k}": v.clone() for k, v in run.model.state_dict().items()},
+                                  **{f"ema.{k}": v.clone() for k, v in run.ema.state_dict().items()}})
+    finally:
+        torch.set_default_dtype(torch.float32)
+    moved = max((weights_after[0][f"model.{k}"] - v).abs().max().item() for k, v in before.items())
+    assert moved > 1e-5  # the step did something, so equal weights mean equal steps
+    for accumulated in weights_after[1:]:
+        assert_same_weights(weights_after[0], accumulated, atol=1e-12)
+
+
+def test_grad_accum_must_divide_the_batch_and_old_config_names_still_load():
+    with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=4"):
+        smoke(batch_size=4, grad_accum=3)
+    old = {**preset("seed").to_dict(), "grad_checkpoint": True, "video_duration": 5}  # as older files hold them
+    del old["recompute_activations"]
+    assert Config.from_dict(old).recompute_activations is True
+
+
 def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
     run = train(smoke(), mario_clips, tmp_path / "run", steps=6, log_every=2, progress=False)
     for name in ("config.json", "metrics.jsonl", "loss_curve.png", CHECKPOINT, MODEL):
@@ -76,6 +111,16 @@ def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
     assert list(run.glob("sample_epoch*.gif")) and list(run.glob("grid_epoch*.gif"))
     rows = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any('"loss_by_t"' in r for r in rows) and any('"val_loss"' in r for r in rows)
+
+
+def test_snapshots_keep_each_checkpoint_s_weights(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=4, checkpoint_every=2, keep_snapshots=True,
+                progress=False)
+    assert sorted(p.name for p in run.glob("video_model_step*.pt")) == ["video_model_step2.pt", "video_model_step4.pt"]
+    assert_same_weights(load_checkpoint(run / "video_model_step4.pt")["ema"], load_checkpoint(run / MODEL)["ema"])
+    early, _ = load_model(run / "video_model_step2.pt")
+    late, _ = load_model(run / MODEL)
+    assert any(not torch.equal(a, b) for a, b in zip(early.state_dict().values(), late.state_dict().values()))
 
 
 @pytest.mark.parametrize("stops", [(3,), (4, 9)])
