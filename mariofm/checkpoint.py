@@ -5,7 +5,8 @@
     *.safetensors        EMA weights only, the config in the file's metadata (what `export` ships)
 
 `load_model` rebuilds a VideoUNet from any of the three. `.pt` files load with `weights_only=True` (plain tensors
-and containers only); a file holding other objects is refused with an error that says why.
+and containers only); a file holding other objects is refused with an error that says why. A file that is empty,
+cut short (an interrupted copy) or of another kind is a DamagedFileError naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import json
 import os
 import pickle
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from mariofm.config import Config
@@ -32,6 +34,29 @@ class ConfigMismatchError(ValueError):
     """A checkpoint was made with another config than the one asked for."""
 
 
+class DamagedFileError(ValueError):
+    """A checkpoint or model file is empty, truncated, or not the kind of file its name says."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} is damaged or not a mariofm checkpoint: {problem}. Copy or export it again, "
+                         f"or point to another file")
+
+
+def _what_is_wrong(path: Path, err: Exception) -> str:
+    """Why torch.load failed on `path`, in words: empty, cut short, or not a PyTorch file at all."""
+    size = path.stat().st_size
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        return f"it is truncated ({size} bytes; the end of its zip archive is missing, as after an interrupted " \
+               f"write or copy)"
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):  # neither a zip nor a (legacy) pickle
+        return f"it is not a PyTorch file (it begins with {head!r})"
+    return f"torch cannot read it ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file, then rename: a crash mid-write never leaves a half checkpoint behind."""
     tmp = path.with_name(path.name + ".tmp")
@@ -39,20 +64,38 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint (a run folder means its checkpoint.pt, else its video_model.pt) as plain tensors and
-    containers; never run code stored in the file."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file `path` names: a run folder means its checkpoint.pt, else its video_model.pt."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT if (path / CHECKPOINT).exists() else path / MODEL
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint (a run folder means its checkpoint.pt, else its video_model.pt) as plain tensors and
+    containers; never run code stored in the file."""
+    path = checkpoint_file(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m mariofm train`")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # not a refused class or function: the pickle itself is broken
+            raise DamagedFileError(path, _what_is_wrong(path, err)) from None
         raise pickle.UnpicklingError(
             f"refusing to load {path}: it holds objects other than tensors and plain data, and loading it "
             f"could run arbitrary code. Only load checkpoints written by mariofm. ({err})") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise DamagedFileError(path, _what_is_wrong(path, err)) from None
+
+
+def require_keys(state: dict, keys: tuple[str, ...], path: str | Path, kind: str) -> dict:
+    """`state` itself when it holds `keys`; else a DamagedFileError saying it is not a `kind`."""
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedFileError(Path(path), f"it holds no {', '.join(missing)}, so it is not a {kind}")
+    return state
 
 
 def ema_weights(state: dict) -> dict[str, torch.Tensor]:
@@ -79,19 +122,32 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
     if path.suffix == ".safetensors":
         if not path.exists():
             raise FileNotFoundError(f"no model at {path}; train one with `python -m mariofm train`")
-        with safe_open(path, "pt") as f:
-            cfg = Config.from_dict(json.loads(f.metadata()["config"]))
-        weights = load_file(path, device=str(device))
+        try:
+            with safe_open(path, "pt") as f:
+                metadata = f.metadata() or {}
+            weights = load_file(path, device=str(device))
+        except SafetensorError as err:
+            problem = "it is empty (0 bytes)" if path.stat().st_size == 0 else f"safetensors cannot read it ({err})"
+            raise DamagedFileError(path, problem) from None
+        if "config" not in metadata:
+            raise DamagedFileError(path, "its metadata holds no config (files from `mariofm export` do)")
+        cfg = Config.from_dict(json.loads(metadata["config"]))
         if not ema:
             print(f"{path.name} holds EMA weights only; using them", file=sys.stderr)
     else:
+        path = checkpoint_file(path)
         state = load_checkpoint(path, map_location=device)
+        require_keys(state, ("config", "ema" if ema else "model"), path, "mariofm checkpoint")
         cfg = Config.from_dict(state["config"])
         weights = ema_weights(state) if ema else state["model"]
     model = VideoUNet(cfg).to(device)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise DamagedFileError(path, f"its weights do not fit the model its config describes "
+                                     f"({str(err).splitlines()[1:2] or err})") from None
     return model.eval(), cfg
 
 
-__all__ = ["CHECKPOINT", "MODEL", "SHIPPED", "ConfigMismatchError", "save_atomic", "load_checkpoint", "ema_weights",
-           "check_config", "load_model"]
+__all__ = ["CHECKPOINT", "MODEL", "SHIPPED", "ConfigMismatchError", "DamagedFileError", "save_atomic",
+           "checkpoint_file", "load_checkpoint", "ema_weights", "check_config", "require_keys", "load_model"]

@@ -4,7 +4,9 @@ Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds it
 `func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
 
 Exit codes, the same for every command: 0 done; 2 bad input (a missing file or folder, a setting that cannot
-work, a foreign checkpoint, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C).
+work, a foreign or damaged checkpoint, a run folder in use or holding another run, a destination that cannot be
+written, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C). Arguments and
+destinations are checked before any expensive work.
 Errors go to stderr as one line that says what is wrong, never a traceback.
 """
 
@@ -23,6 +25,28 @@ COMMANDS = {
     "export": "mariofm.export",
     "demo": "mariofm.demo",
 }
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a step count, a number of videos, an interval)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (0 meaning: none, skip)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
 # the allowed values of the string settings, stated once (mariofm.flow and mariofm.sample use them; the CLI too)
@@ -113,9 +114,9 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    for name in ("lr", "ema_decay", "time_scale", "t_min"):
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
+    for name in ("lr", "ema_decay", "time_scale", "t_min", "grad_clip"):
+        if not 0 < getattr(cfg, name) < math.inf:  # NaN fails too
+            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be a finite number > 0")
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"config field grad_accum={cfg.grad_accum} must divide batch_size={cfg.batch_size} "
                          f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")
@@ -149,8 +150,12 @@ def preset(name: str, **overrides) -> Config:
     return Config(**{**PRESETS[name], **overrides})
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """Turn CLI `key=value` strings into typed overrides using the dataclass field types."""
+    """Turn CLI `key=value` strings into typed overrides using the dataclass field types. A value that does
+    not parse as its field's type is an error naming the key (never a silent default: amp=maybe is refused)."""
     defaults = Config()
     out: dict = {}
     for pair in pairs:
@@ -158,13 +163,22 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not hasattr(defaults, key):
             raise ValueError(f"bad --set {pair!r}: expected key=value with key one of "
                              f"{[f.name for f in fields(Config)]}")
-        current = getattr(defaults, key)
+        current, word = getattr(defaults, key), raw.strip().lower()
         if isinstance(current, bool):
-            out[key] = raw.lower() in ("1", "true", "yes", "on")
-        elif isinstance(current, tuple):
-            out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
-        else:
-            out[key] = type(current)(raw)
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f"--set {pair}: {key} is true or false; write one of "
+                                 f"{'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}")
+            out[key] = word in TRUE_WORDS
+            continue
+        kind = "a tuple of integers, e.g. 1,2,4" if isinstance(current, tuple) else \
+            f"{'an' if type(current) is int else 'a'} {type(current).__name__}, e.g. {key}={current}"
+        try:
+            if isinstance(current, tuple):
+                out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
+            else:
+                out[key] = type(current)(raw)
+        except ValueError:
+            raise ValueError(f"--set {pair}: {key} takes {kind}, not {raw!r}") from None
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mariofm.cli import positive_int
 from mariofm.config import preset
 
 
@@ -88,7 +89,8 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
     checkpoint = None
     if train_model:
         print(f"[3/4] training the cpu preset for {minutes:g} minutes")
-        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100)
+        # the demo's own run folder: a second demo replaces the first one's run (train says what it removes)
+        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100, overwrite=True)
         checkpoint = run / MODEL
         made += [run / "loss_curve.png", run / "metrics.jsonl"]
     else:
@@ -115,8 +117,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", default="outputs")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget")
     p.add_argument("--no-train", dest="train_model", action="store_false", help="use the shipped model")
-    p.add_argument("--clips", type=int, default=40, help="clips to record when the data folder is empty")
-    p.add_argument("--frames", type=int, default=300, help="frames per recorded clip")
+    p.add_argument("--clips", type=positive_int, default=40, help="clips to record when the data folder is empty")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cli)
 

@@ -17,8 +17,22 @@ from mariofm.config import Config
 
 
 def default_device(name: str | torch.device | None = None) -> torch.device:
-    """`name` if given, else CUDA when present, else the CPU."""
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """`name` if given, else CUDA when present, else the CPU. A device this machine lacks is a ValueError that
+    says which devices it has, before any work (torch would fail later, deep inside the first tensor copy)."""
+    try:
+        dev = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"--device {name}: this machine has no CUDA GPU (torch {torch.__version__}); "
+                             f"use --device cpu, or leave --device out to pick what is there")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS (Apple GPU) is not available here; use --device cpu")
+    return dev
 
 
 def pick_device(name: str | None = None) -> torch.device:

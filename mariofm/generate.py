@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from mariofm.checkpoint import SHIPPED, load_model
+from mariofm.cli import positive_int
 from mariofm.device import default_device
+from mariofm.runfolder import writable_folder
 from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
 from mariofm.video import video_grid, write_gif, write_mp4
 
@@ -21,14 +23,15 @@ def generate(checkpoint: str | Path | None, out: str | Path, *, num: int = 4, st
     """Write generated_video_{i}.gif, generated_videos_grid.gif (and .mp4 files); return what was done."""
     if num < 1:
         raise ValueError(f"--num {num}: ask for at least one video")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps {steps}: the ODE needs at least one step (leave it out for the config's own)")
+    out = writable_folder(out)  # a file or a read-only folder fails now, not after the sampling
     dev = default_device(device)
     model, cfg = load_model(checkpoint, ema=ema, device=dev)
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
     begin = time.perf_counter()
     videos = sample_videos(model, noise_for(cfg, num, seed), steps, solver, device=dev, progress=progress)
     seconds = time.perf_counter() - begin
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, video in enumerate(videos):
         files.append(out / f"generated_video_{i}.gif")
@@ -52,8 +55,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--checkpoint", default=None,
                    help=f"run folder, .pt or .safetensors file (default: the shipped model {SHIPPED.name})")
     p.add_argument("--out", default="outputs/generated")
-    p.add_argument("--num", type=int, default=4, help="number of videos")
-    p.add_argument("--steps", type=int, default=None, help="ODE steps (default: the config's sample_steps)")
+    p.add_argument("--num", type=positive_int, default=4, help="number of videos")
+    p.add_argument("--steps", type=positive_int, default=None, help="ODE steps (default: the config's sample_steps)")
     p.add_argument("--solver", choices=SOLVERS, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mp4", action="store_true", help="also write MP4 files")

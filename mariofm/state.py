@@ -24,6 +24,9 @@ from mariofm.device import autocast_dtype, hardware
 from mariofm.schedule import Budget, make_scheduler
 from mariofm.unet import VideoUNet
 
+# what a checkpoint must hold to resume from (video_model.pt holds only config, weights and step)
+RESUMABLE = ("config", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "step", "elapsed", "budget")
+
 
 @dataclass
 class Run:
@@ -41,9 +44,11 @@ class Run:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, over all sessions
     hardware: str = ""  # where it trained, for the model card
+    data: str | None = None  # the data folder it trains on, so that --resume needs only the run folder
 
     @classmethod
-    def create(cls, cfg: Config, dev: torch.device, budget: Budget, steps_per_epoch: int) -> Run:
+    def create(cls, cfg: Config, dev: torch.device, budget: Budget, steps_per_epoch: int,
+               data: str | None = None) -> Run:
         torch.manual_seed(cfg.seed)
         model = VideoUNet(cfg).to(dev)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
@@ -52,7 +57,7 @@ class Run:
         max_steps = budget.max_steps(steps_per_epoch)
         warmup = max(1, min(cfg.warmup_steps, max_steps // 2)) if max_steps else cfg.warmup_steps
         run = cls(cfg, model, ema, opt, scaler, torch.Generator().manual_seed(cfg.seed + 1), budget, max_steps,
-                  warmup, hardware=hardware())
+                  warmup, hardware=hardware(), data=data)
         run.sched = make_scheduler(opt, warmup, run.spent)
         return run
 
@@ -73,7 +78,8 @@ class Run:
                     scaler=self.scaler.state_dict(), rng=dict(noise=self.noise_gen.get_state(),
                                                               torch=torch.get_rng_state()),
                     step=self.step, elapsed=self.elapsed,
-                    budget=[self.budget.epochs, self.budget.steps, self.budget.minutes], hardware=self.hardware)
+                    budget=[self.budget.epochs, self.budget.steps, self.budget.minutes], hardware=self.hardware,
+                    data=self.data)
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -86,6 +92,7 @@ class Run:
         torch.set_rng_state(state["rng"]["torch"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.hardware = state.get("hardware") or self.hardware
+        self.data = state.get("data") or self.data
 
     def save(self, out: Path) -> None:
         """checkpoint.pt to resume; video_model.pt with just the config and weights, to generate."""
@@ -94,4 +101,4 @@ class Run:
                          model=self.model.state_dict(), step=self.step), out / MODEL)
 
 
-__all__ = ["Run"]
+__all__ = ["RESUMABLE", "Run"]

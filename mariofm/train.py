@@ -1,7 +1,7 @@
 """Train a VideoUNet on recorded gameplay with flow matching.
 
     python -m mariofm train --preset cpu --data data_video/mario --out runs/cpu --minutes 10
-    python -m mariofm train --resume runs/cpu            # continue where it stopped
+    python -m mariofm train --resume runs/cpu            # continue where it stopped, on the run's own data
     python -m mariofm train --resume runs/cpu --steps 5000  # ... or extend its budget
 
 One step (`train_step`): draw noise ε and times t, take the flow-matching loss (mariofm.flow), backward, clip the
@@ -9,8 +9,12 @@ gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update t
 Around it (`train`): mixed precision and several GPUs (mariofm.device), checkpoints every N steps, at the end and
 on Ctrl-C/SIGTERM (mariofm.checkpoint), the metrics log and samples after every epoch (mariofm.runlog):
 
-    config.json  metrics.jsonl  loss_curve.png  checkpoint.pt (to resume)  video_model.pt (to generate)
-    sample_epoch{N}.gif  grid_epoch{N}.gif
+    config.json  run.json (the data folder)  metrics.jsonl  loss_curve.png  checkpoint.pt (to resume)
+    video_model.pt (to generate)  sample_epoch{N}.gif  grid_epoch{N}.gif  .lock (mariofm.runfolder)
+
+A run folder holds one run: a new run refuses a folder that is not empty (unless --overwrite), a second process
+cannot train into a folder while one does (the lock), and --resume needs nothing but the folder: the checkpoint
+stores the config, the budget and the data folder.
 
 Batches are dicts (mariofm.data.collate): the step takes x0 = batch["video"] and passes the entries the model
 names in `model.conditions` (none for VideoUNet) as keyword arguments, so a conditioned model trains unchanged.
@@ -39,14 +43,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint
+from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, require_keys
+from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
 from mariofm.data import MarioClips, NoDataError, collate
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
+from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
 from mariofm.schedule import Budget, epoch_batches
-from mariofm.state import Run
+from mariofm.state import RESUMABLE, Run
+
+DEFAULT_DATA = "data_video/mario"
 
 
 class TrainingDiverged(ValueError):
@@ -130,8 +138,8 @@ def stop_requests():
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int | None = None,
-          steps: int | None = None, minutes: float | None = None, resume: bool = False,
+def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epochs: int | None = None,
+          steps: int | None = None, minutes: float | None = None, resume: bool = False, overwrite: bool = False,
           device: str | None = None, checkpoint_every: int = 200, sample_every: int = 1, log_every: int = 10,
           workers: int = 0, compile: bool = False, progress: bool = True,
           stop_at: int | None = None, keep_snapshots: bool = False) -> Path:
@@ -139,18 +147,44 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
     and continue with `resume=True`. `keep_snapshots` also keeps each periodic video_model.pt as
-    video_model_step{N}.pt, to score one run at several training lengths."""
-    out, dev = Path(out), pick_device(device)
+    video_model_step{N}.pt, to score one run at several training lengths.
+
+    The folder belongs to one run: a new run refuses a folder that is not empty unless `overwrite` (which
+    removes the earlier run's files, saying which), and the run holds the folder's lock while it trains. A
+    resumed run trains on the data folder stored with it (`data=None`); a `data` given on resume replaces it."""
+    for name, value in (("checkpoint_every", checkpoint_every), ("sample_every", sample_every),
+                        ("log_every", log_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be a positive number of "
+                             f"{'epochs' if name == 'sample_every' else 'steps'}")
+    if workers < 0:
+        raise ValueError(f"--workers {workers}: must be 0 (load in this process) or more")
+    out, dev, budget = Path(out), pick_device(device), Budget(epochs, steps, minutes)
+    if resume and not (out / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT} in {out}")
     dist = setup_distributed(dev)
-    saved = load_checkpoint(out / CHECKPOINT) if resume else None
-    budget = Budget(epochs, steps, minutes)
+    with RunLock(out) if dist.main else contextlib.nullcontext():  # the other ranks write nothing there
+        return _train(cfg, data, out, dev, dist, budget, resume=resume, overwrite=overwrite,
+                      checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
+                      workers=workers, compile=compile, progress=progress, stop_at=stop_at,
+                      keep_snapshots=keep_snapshots)
+
+
+def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_every, sample_every, log_every,
+           workers, compile, progress, stop_at, keep_snapshots=False) -> Path:
+    """`train` once its arguments are checked, its device picked and its folder locked."""
+    earlier = check_new_run(out, overwrite) if dist.main and not resume else []
+    saved = require_keys(load_checkpoint(out / CHECKPOINT), RESUMABLE, out / CHECKPOINT,
+                         "checkpoint to resume (video_model.pt files only generate)") if resume else None
     if saved is not None:
         if cfg is not None:
             check_config(saved["config"], cfg, out / CHECKPOINT)
         cfg = Config.from_dict(saved["config"])
         if budget == Budget():
             budget = Budget(*saved["budget"])
+        data = resume_data(saved.get("data"), data, out / CHECKPOINT)
     cfg = cfg or preset("cpu")
+    data = Path(data if data is not None else DEFAULT_DATA).resolve()
     if budget == Budget():
         budget = Budget(epochs=cfg.epochs)
     if cfg.batch_size % (dist.world * cfg.grad_accum):
@@ -166,9 +200,10 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_set)} training clips in {data} is fewer than one batch of "
                          f"{cfg.batch_size}; record more clips or lower --set batch_size=...")
-    run = Run.create(cfg, dev, budget, steps_per_epoch)
+    run = Run.create(cfg, dev, budget, steps_per_epoch, data=str(data))
     if saved is not None:
         run.load_state_dict(saved)
+        run.data = str(data)  # the stored folder, or the one that replaced it
         if run.finished():
             raise ValueError(f"the run in {out} already finished at step {run.step}; give a larger --steps, "
                              f"--epochs or --minutes to train it further")
@@ -181,16 +216,15 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     if compile:
         net = torch.compile(net)
     if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
+        remove_run_files(out, earlier)  # every input is checked by now: only now does the earlier run go
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        if saved is None:  # a fresh run: no samples of an earlier run in the same folder
-            for old in [*out.glob("sample_epoch*.gif"), *out.glob("grid_epoch*.gif")]:
-                old.unlink()
+        (out / RUN_INFO).write_text(json.dumps(dict(data=run.data), indent=2))
     log = MetricsLog(out / METRICS if dist.main else None, log_every, saved and run.step)
     evaluator = EpochEvaluation(cfg, held_out, out, dev, log) if dist.main else None
     bar = tqdm(total=run.max_steps, initial=run.step, disable=not (progress and dist.main), unit="step",
                dynamic_ncols=True)
     start = time.perf_counter() - run.elapsed
+    last_saved = run.step if saved is not None else None  # the step checkpoint.pt holds, if any
     try:
         with stop_requests() as asked:
             while not (run.finished() or run.step == stop_at or asked["stop"]):
@@ -202,10 +236,7 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
                     except torch.cuda.OutOfMemoryError:
                         raise out_of_memory(cfg, dist, dev) from None
                     if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the loss became {loss} at step {run.step + 1}; stopping. The last good checkpoint "
-                            f"({out / CHECKPOINT}, step {run.step - run.step % checkpoint_every}) is untouched. "
-                            f"Try a lower --set lr=... or --set grad_clip=...")
+                        raise diverged(loss, run.step + 1, out, last_saved, checkpoint_every)
                     run.step += 1
                     run.elapsed = time.perf_counter() - start
                     bar.update(1)
@@ -213,6 +244,7 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.1e}", clips_s=f"{row['clips_per_s']:.1f}")
                     if run.step % checkpoint_every == 0 and dist.main:
                         run.save(out)
+                        last_saved = run.step
                         if keep_snapshots:
                             shutil.copyfile(out / MODEL, out / f"video_model_step{run.step}.pt")
                     if run.finished() or run.step == stop_at or asked["stop"]:
@@ -237,6 +269,14 @@ def train(cfg: Config | None, data: str | Path, out: str | Path, *, epochs: int 
     return out
 
 
+def diverged(loss: float, step: int, out: Path, last_saved: int | None, every: int) -> TrainingDiverged:
+    """The error for a loss that became `loss` at `step`, naming the checkpoint that is left, if any."""
+    kept = f"The last checkpoint, {out / CHECKPOINT} at step {last_saved}, is untouched: resuming starts " \
+           f"there." if last_saved is not None else f"No checkpoint was written (the first comes at step {every})."
+    return TrainingDiverged(f"the loss became {loss} at step {step}; stopping. {kept} Try a lower --set lr=... "
+                            f"or --set grad_clip=...")
+
+
 def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, workers: int, dev: torch.device):
     """This rank's batches of `epoch` on `dev`, from batch `skip` on (a resumed run skips those it has done)."""
     local = cfg.batch_size // dist.world
@@ -253,19 +293,23 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a video model on recorded clips",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed (default: cpu, or the resumed run's)")
-    p.add_argument("--data", default="data_video/mario", help="folder of recorded clips")
-    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--data", default=None,
+                   help=f"folder of recorded clips (default: {DEFAULT_DATA}; on --resume, the run's own)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>); it must be empty or new")
+    p.add_argument("--overwrite", action="store_true", help="start a new run in --out even if it holds one "
+                                                            "(deletes that run's checkpoints, metrics and GIFs)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int)
-    budget.add_argument("--steps", type=int)
+    budget.add_argument("--epochs", type=positive_int)
+    budget.add_argument("--steps", type=positive_int)
     budget.add_argument("--minutes", type=float, help="wall-clock budget")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (it stays in that folder)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=1, help="epochs between sample GIFs")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=positive_int, default=1, help="epochs between sample GIFs")
     p.add_argument("--workers", type=int, default=0, help="data loading processes (0: in the training process)")
-    p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop after this step (resume later)")
+    p.add_argument("--stop-at", type=positive_int, metavar="STEP",
+                   help="checkpoint and stop after this step (resume later)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--keep-snapshots", action="store_true",
                    help="keep every periodic checkpoint's weights as video_model_step{N}.pt")
@@ -273,13 +317,19 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    if args.resume and args.out:
+        raise ValueError(f"--out {args.out} with --resume {args.resume}: a resumed run stays in its own folder. "
+                         f"Drop --out, or copy {args.resume} to {args.out} and resume the copy")
+    if args.resume and args.overwrite:
+        raise ValueError("--overwrite starts a new run and --resume continues one: give one of them")
     cfg = None
     if args.preset or args.set or not args.resume:
         cfg = preset(args.preset or "cpu", **parse_overrides(args.set))
     out = args.resume or args.out or f"runs/{args.preset or 'cpu'}"
     run = train(cfg, args.data, out, epochs=args.epochs, steps=args.steps, minutes=args.minutes,
-                resume=bool(args.resume), device=args.device, checkpoint_every=args.checkpoint_every,
-                sample_every=args.sample_every, workers=args.workers, compile=args.compile, stop_at=args.stop_at,
+                resume=bool(args.resume), overwrite=args.overwrite, device=args.device,
+                checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, workers=args.workers,
+                compile=args.compile, stop_at=args.stop_at,
                 keep_snapshots=args.keep_snapshots)
     print(f"run folder: {run}  (generate with: python -m mariofm generate --checkpoint {run / MODEL})")
     return 0
