@@ -147,10 +147,11 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(video_height=32, video_width=32, sequence_length=4, frame_stride=2, base_ch=8,
                   channel_mults=(1, 2), time_dim=32, conv="2+1d", batch_size=2, epochs=1, warmup_steps=2,
                   sample_steps=4, fps=15),
-    # a learner without a GPU: small frames, few of them, a factorised net that trains in minutes
+    # a learner without a GPU: small frames, few of them, a factorised net that trains in minutes. It predicts
+    # the clean clip (v derived): predicting v itself left per-pixel grain at this size (docs/quality.md)
     "cpu": dict(video_height=60, video_width=64, sequence_length=8, frame_stride=2, patch_size=2, base_ch=32,
                 channel_mults=(1, 2), time_dim=128, conv="2+1d", batch_size=4, lr=5e-4, warmup_steps=100,
-                ema_decay=0.995, sample_steps=20, fps=15),
+                ema_decay=0.995, sample_steps=20, fps=15, prediction="x0"),
     # one 16 GB GPU (Colab's T4) with mixed precision
     "colab": dict(video_height=120, video_width=128, sequence_length=16, frame_stride=2, base_ch=64,
                   channel_mults=(1, 2, 4, 4), conv="2+1d", temporal_attention=True, batch_size=4, lr=2e-4,

@@ -113,6 +113,16 @@ def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):
     assert any('"loss_by_t"' in r for r in rows) and any('"val_loss"' in r for r in rows)
 
 
+def test_snapshots_keep_each_checkpoint_s_weights(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=4, checkpoint_every=2, keep_snapshots=True,
+                progress=False)
+    assert sorted(p.name for p in run.glob("video_model_step*.pt")) == ["video_model_step2.pt", "video_model_step4.pt"]
+    assert_same_weights(load_checkpoint(run / "video_model_step4.pt")["ema"], load_checkpoint(run / MODEL)["ema"])
+    early, _ = load_model(run / "video_model_step2.pt")
+    late, _ = load_model(run / MODEL)
+    assert any(not torch.equal(a, b) for a, b in zip(early.state_dict().values(), late.state_dict().values()))
+
+
 @pytest.mark.parametrize("stops", [(3,), (4, 9)])
 def test_resume_reaches_the_same_weights(mario_clips, tmp_path, stops):
     # batch 16 makes epochs of a few steps, so the stops fall inside and at the end of epochs; dropout checks
