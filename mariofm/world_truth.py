@@ -27,9 +27,9 @@ import torch
 
 from mariofm.conditioning import buttons_byte
 from mariofm.data import resize_frame
-from mariofm.nes import Game, find_rom
+from mariofm.nes import DEFAULT_LEVELS, Game, find_rom, parse_levels
 from mariofm.player import Player
-from mariofm.record import DEFAULT_LEVELS, MAX_START_PAGE, parse_levels
+from mariofm.record import MAX_START_PAGE
 from mariofm.world_data import held_bits
 
 FRAME_SKIP = 2  # emulated frames per recorded frame, as `mariofm record` records
