@@ -28,6 +28,7 @@ from mariofm.unet import VideoUNet
 CHECKPOINT = "checkpoint.pt"  # everything needed to resume
 MODEL = "video_model.pt"  # config + weights, all that generation needs
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "mariofm_cpu.safetensors"  # installed with the package
+WORLD_SHIPPED = SHIPPED.with_name("mariofm_world.safetensors")  # the world model (mariofm.rollout)
 
 
 class ConfigMismatchError(ValueError):
@@ -149,5 +150,5 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
     return model.eval(), cfg
 
 
-__all__ = ["CHECKPOINT", "MODEL", "SHIPPED", "ConfigMismatchError", "DamagedFileError", "save_atomic",
+__all__ = ["CHECKPOINT", "MODEL", "SHIPPED", "WORLD_SHIPPED", "ConfigMismatchError", "DamagedFileError", "save_atomic",
            "checkpoint_file", "load_checkpoint", "ema_weights", "check_config", "require_keys", "load_model"]

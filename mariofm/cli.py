@@ -1,4 +1,4 @@
-"""`python -m mariofm record|train|generate|evaluate|export|demo` — each subcommand lives beside the code it runs.
+"""`python -m mariofm record|train|generate|rollout|evaluate|export|demo`: each subcommand lives beside its code.
 
 Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds its parser and sets
 `func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
@@ -21,6 +21,7 @@ COMMANDS = {
     "record": "mariofm.record",
     "train": "mariofm.train",
     "generate": "mariofm.generate",
+    "rollout": "mariofm.rollout",
     "evaluate": "mariofm.evaluate",
     "export": "mariofm.export",
     "demo": "mariofm.demo",

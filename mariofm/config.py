@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 # the allowed values of the string settings, stated once (mariofm.flow and mariofm.sample use them; the CLI too)
 SOLVERS = ("euler", "heun")  # ODE solvers of mariofm.sample
 TIME_SAMPLINGS = ("uniform", "logit_normal")  # training-time distributions of mariofm.flow.sample_t
-CONVS = ("3d", "2+1d")  # convolutions of mariofm.unet
+CONVS = ("3d", "2+1d", "2d")  # convolutions of mariofm.unet ("2d": frames never mix, the world model)
 PREDICTIONS = ("velocity", "x0")  # what the net outputs (mariofm.unet); the loss and samplers always see v
 
 
@@ -31,13 +31,18 @@ class Config:
     num_res_blocks: int = 1  # residual blocks per level
     time_dim: int = 256  # width of the time embedding
     time_scale: float = 1000.0  # t in [0, 1] enters the sinusoidal embedding as time_scale·t (see unet.py)
-    conv: str = "3d"  # "3d" (3x3x3) or "2+1d" (1x3x3 then 3x1x1)
+    conv: str = "3d"  # "3d" (3x3x3), "2+1d" (1x3x3 then 3x1x1) or "2d" (1x3x3 only: frames never mix)
     patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
     temporal_attention: bool = False  # self-attention over frames at the lowest resolution
     dropout: float = 0.0
     prediction: str = "velocity"  # what the net outputs: "velocity" v, or "x0" (a clean clip; v derived, flow.py)
     t_min: float = 0.05  # with prediction="x0": v = (x_t − x̂0) / max(t, t_min)
     recompute_activations: bool = False  # keep only each block's input, redo the block in backward: less memory
+    # --- world model: predict the next frame from K earlier ones and the buttons (mariofm/conditioning.py) ---
+    context_frames: int = 0  # K; 0 = the unconditional video model, > 0 = a next-frame model (sequence_length 1)
+    context_noise: float = 0.1  # training: context frames get N(0, σ²) noise, σ ~ U(0, context_noise)
+    play_noise: float = 0.02  # playing: the σ the rollout adds to its context frames (<= context_noise)
+    frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
@@ -122,6 +127,19 @@ def validate(cfg: Config) -> None:
                          f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")
     if not 0 < cfg.ema_decay < 1:
         raise ValueError(f"config field ema_decay={cfg.ema_decay!r} must lie in (0, 1), e.g. 0.999")
+    if not isinstance(cfg.context_frames, int) or cfg.context_frames < 0:
+        raise ValueError(f"config field context_frames={cfg.context_frames!r} must be an integer >= 0 "
+                         "(0: unconditional video model; e.g. 4 for a world model)")
+    if not 0 <= cfg.play_noise <= cfg.context_noise:
+        raise ValueError(f"config fields play_noise={cfg.play_noise!r} and context_noise={cfg.context_noise!r} "
+                         "must satisfy 0 <= play_noise <= context_noise: the model only knows the noise levels "
+                         "it saw in training (e.g. context_noise=0.1, play_noise=0.02)")
+    if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
+        raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
+                         "context_frames > 0 and prediction='x0' (or frame_residual=False)")
+    if cfg.context_frames and cfg.sequence_length != 1:
+        raise ValueError(f"config field sequence_length={cfg.sequence_length} must be 1 when context_frames="
+                         f"{cfg.context_frames}: a world model predicts one frame at a time")
 
 
 PRESETS: dict[str, dict] = {
@@ -129,16 +147,32 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(video_height=32, video_width=32, sequence_length=4, frame_stride=2, base_ch=8,
                   channel_mults=(1, 2), time_dim=32, conv="2+1d", batch_size=2, epochs=1, warmup_steps=2,
                   sample_steps=4, fps=15),
-    # a learner without a GPU: small frames, few of them, a factorised net that trains in minutes
+    # a learner without a GPU: small frames, few of them, a factorised net that trains in minutes. It predicts
+    # the clean clip (v derived): predicting v itself left per-pixel grain at this size (docs/quality.md)
     "cpu": dict(video_height=60, video_width=64, sequence_length=8, frame_stride=2, patch_size=2, base_ch=32,
                 channel_mults=(1, 2), time_dim=128, conv="2+1d", batch_size=4, lr=5e-4, warmup_steps=100,
-                ema_decay=0.995, sample_steps=20, fps=15),
+                ema_decay=0.995, sample_steps=20, fps=15, prediction="x0"),
     # one 16 GB GPU (Colab's T4) with mixed precision
     "colab": dict(video_height=120, video_width=128, sequence_length=16, frame_stride=2, base_ch=64,
                   channel_mults=(1, 2, 4, 4), conv="2+1d", temporal_attention=True, batch_size=4, lr=2e-4,
                   fps=15),
     # the seed design: full 3x3x3 convolutions on 60 full-size frames, 21.9M parameters
     "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, recompute_activations=True),
+    # world models (next frame from K = context_frames earlier ones + buttons; per-frame 2D nets, x0-prediction,
+    # few Euler steps): tests; a 2-core CPU; one GPU
+    "world-smoke": dict(video_height=32, video_width=32, sequence_length=1, frame_stride=2, context_frames=2,
+                        base_ch=8, channel_mults=(1, 2), time_dim=32, conv="2d", prediction="x0", batch_size=2,
+                        frame_residual=True, epochs=1, warmup_steps=2, sample_steps=2, solver="euler", fps=15),
+    "world-cpu": dict(video_height=60, video_width=64, sequence_length=1, frame_stride=2, context_frames=4,
+                      context_noise=0.2, play_noise=0.05, frame_residual=True,
+                      patch_size=2, base_ch=32, channel_mults=(1, 2), time_dim=128, conv="2d", prediction="x0",
+                      batch_size=16, lr=5e-4, warmup_steps=200, ema_decay=0.995, sample_steps=4, solver="euler",
+                      fps=15),
+    "world-gpu": dict(video_height=240, video_width=256, sequence_length=1, frame_stride=2, context_frames=4,
+                      patch_size=4, base_ch=96, channel_mults=(1, 2, 4), num_res_blocks=2, time_dim=256,
+                      conv="2d", prediction="x0", frame_residual=True, batch_size=32, lr=2e-4, warmup_steps=500,
+                      ema_decay=0.999,
+                      sample_steps=4, solver="euler", fps=15),
 }
 
 

@@ -8,14 +8,17 @@
 Any video OpenCV decodes works (other sizes, frame rates, grayscale), not only `mariofm record` output.
 Each file is decoded once and cached as a uint8 .npy array at the target size; later runs memory-map
 the cache instead of decoding video again. Train and val are split by file, never by window, so that
-no validation frame was seen in training.
+no validation frame was seen in training, and by level (`split_files`): VAL_FRACTION = 0.2 of each level's files
+are held out, so the real-clip floors of `evaluate` see every level the model trains on.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -82,23 +85,61 @@ def _unit_hash(text: str) -> float:
     return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16) / 16**12
 
 
-def split_files(names: list[str], split: str, val_fraction: float, seed: int) -> list[str]:
-    """The names in `split`. A name is val when hash(seed, name) < val_fraction.
+VAL_FRACTION = 0.2  # held-out share of the files: 24 of 120 recorded clips, ~2,000 real windows for the floors
+_LEVEL_NAME = re.compile(r"_(\d+)-(\d+)$")  # clip_s{seed}_{i}_{world}-{stage}, as `mariofm record` names files
 
-    Hashing each name on its own means adding files never moves the others between splits. With two
-    or more files, val gets at least one (the lowest hash) and train keeps at least one.
+
+def level_of(path: str | Path) -> str | None:
+    """The level "world-stage" a recording shows: read from its JSON sidecar (`mariofm record` writes one),
+    else from a `..._{world}-{stage}` file name; None when neither says."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+            if "world" in meta and "stage" in meta:
+                return f"{int(meta['world'])}-{int(meta['stage'])}"
+        except (OSError, ValueError, TypeError):
+            pass  # an unreadable sidecar: fall back to the name
+    match = _LEVEL_NAME.search(path.stem)
+    return f"{int(match[1])}-{int(match[2])}" if match else None
+
+
+def split_files(names: list[str], split: str, val_fraction: float = VAL_FRACTION, seed: int = 0,
+                root: str | Path | None = None) -> list[str]:
+    """The names in `split`: whole files, held out per level in proportion, fixed by `seed`.
+
+    Files are grouped by level (`level_of`, looked up under `root`; files without a level form one group of
+    their own). The number of val files is k = round(f·N), at least 1 and at most N-1 when N >= 2. Group g of
+    n_g files has quota f·n_g; it gets floor(f·n_g) files, and the k - Σ floor left over go to the groups with
+    the largest remainders f·n_g - floor(f·n_g) (ties: the larger group, then the level name) — Hamilton's
+    largest-remainder method, so every level is held out in proportion up to rounding. Within a group the
+    files with the lowest hash(seed, name) are held out. The split depends only on the names, their levels,
+    f and the seed (not on the order of `names`, the machine or the Python version); adding files can move
+    others, because the quotas change.
     """
     if split not in ("train", "val", "all"):
         raise ValueError(f"split={split!r} must be 'train', 'val' or 'all'")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} must lie in [0, 1), e.g. {VAL_FRACTION}")
     if split == "all":
         return list(names)
-    score = {name: _unit_hash(f"{seed}:{name}") for name in names}
-    val = {name for name in names if score[name] < val_fraction}
-    ranked = sorted(names, key=score.get)
-    if len(names) >= 2 and not val:
-        val = {ranked[0]}
-    if len(names) >= 2 and len(val) == len(names):
-        val.discard(ranked[-1])
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        level = level_of(Path(root) / name if root is not None else name)
+        groups.setdefault("" if level is None else level, []).append(name)
+    k = round(val_fraction * len(names))
+    if len(names) >= 2:
+        k = min(max(k, 1), len(names) - 1)
+    quota = {g: val_fraction * len(members) for g, members in groups.items()}
+    count = {g: int(q) for g, q in quota.items()}
+    by_remainder = sorted(groups, key=lambda g: (-(quota[g] - count[g]), -len(groups[g]), g))
+    for g in by_remainder[:max(0, k - sum(count.values()))]:
+        count[g] += 1
+    val = set()
+    for g, members in groups.items():
+        ranked = sorted(members, key=lambda name: (_unit_hash(f"{seed}:{name}"), name))
+        val.update(ranked[:min(count[g], len(members))])
     return [name for name in names if (name in val) == (split == "val")]
 
 
@@ -124,7 +165,7 @@ class MarioClips(Dataset):
     """
 
     def __init__(self, root: str | Path, sequence_length: int, size: tuple[int, int] = (240, 256),
-                 frame_stride: int = 1, split: str = "train", val_fraction: float = 0.1,
+                 frame_stride: int = 1, split: str = "train", val_fraction: float = VAL_FRACTION,
                  cache_dir: str | Path | None = None, hop: int | None = None, seed: int = 0,
                  progress: bool = True, require_actions: bool = False) -> None:
         for name, value in (("sequence_length", sequence_length), ("frame_stride", frame_stride),
@@ -134,7 +175,7 @@ class MarioClips(Dataset):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split={split!r} must be 'train', 'val' or 'all'")
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction={val_fraction!r} must lie in [0, 1), e.g. 0.1")
+            raise ValueError(f"val_fraction={val_fraction!r} must lie in [0, 1), e.g. {VAL_FRACTION}")
         self.root, self.sequence_length, self.frame_stride = Path(root), sequence_length, frame_stride
         self.size, self.split = (int(size[0]), int(size[1])), split
         self.span = (sequence_length - 1) * frame_stride + 1  # source frames under one window
@@ -168,7 +209,7 @@ class MarioClips(Dataset):
             usable[name] = count
         if not usable:
             raise NoDataError(self.root, f"no usable video in {self.root} ({'; '.join(problems)})")
-        chosen = split_files(list(usable), split, val_fraction, seed)
+        chosen = split_files(list(usable), split, val_fraction, seed, root=self.root)
         if not chosen:
             raise NoDataError(self.root, f"the {split!r} split of {self.root} is empty: it holds only "
                                          f"{len(usable)} usable video file(s); record more, or use split='all'")
@@ -315,5 +356,5 @@ def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), seq
     return np.stack([ds.window(int(i)) for i in chosen])
 
 
-__all__ = ["MarioClips", "NoDataError", "ActionsError", "load_actions",
-           "collate", "real_clips", "find_videos", "split_files", "resize_frame"]
+__all__ = ["MarioClips", "NoDataError", "ActionsError", "load_actions", "collate", "real_clips", "find_videos",
+           "split_files", "level_of", "resize_frame", "VAL_FRACTION"]

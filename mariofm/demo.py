@@ -6,7 +6,8 @@
 1. records a small data set into `data_video/mario` when it holds no clips yet (seeded, so reproducible),
 2. writes a preview of the real clips (GIF + contact sheet) to `outputs/`,
 3. trains the `cpu` preset for a wall-clock budget (`--minutes`),
-4. generates a grid GIF and MP4 from the trained (EMA) model, and prints where everything is.
+4. generates a grid GIF and MP4 from the trained (EMA) model, and prints where everything is,
+5. scores it beside the shipped model and real footage on held-out clips (`score_table`, under a minute).
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ def preview_real(data: Path, out: Path, fps: int) -> list[Path]:
     return [sheet, gif]
 
 
+SCORES = (("FD-3D (video)", "video_fd"), ("FD (frames)", "frame_fd"), ("palette fidelity, x real", "in_palette"),
+          ("scroll residual, x real", "residual_ratio"))
+
+
+def score_table(models: dict[str, str | Path | None], data: str | Path, num: int = 16, seed: int = 0) -> str:
+    """`evaluate` each model (None: the shipped one) on the same `num` held-out clips with the same noise, and
+    lay the scores out beside the real-vs-real floor: what real footage scores on each metric at this N."""
+    from mariofm.evaluate import evaluate
+
+    reports = {name: evaluate(ckpt, data, num=num, seed=seed, bpd_clips=0, bootstrap=0, progress=False)["metrics"]
+               for name, ckpt in models.items()}
+    floor = next(iter(reports.values()))  # the floor depends on the data and N only, not on the model
+    columns = {**reports, "real clips (floor)": {"video_fd": floor["video_fd_floor"],
+                                                 "frame_fd": floor["frame_fd_floor"], "in_palette": 1.0,
+                                                 "residual_ratio": floor["residual_ratio_floor"]}}
+    for name, m in reports.items():  # palette fidelity as a ratio to the real floor set's
+        columns[name] = {**m, "in_palette": m["in_palette_ratio"]}
+    width = max(len(label) for label, _ in SCORES)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{name:>18}" for name in columns)]
+    lines += [f"{label:<{width}}  " + "  ".join(f"{col[key]:>18.3g}" for col in columns.values())
+              for label, key in SCORES]
+    return "\n".join(lines)
+
+
 def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs", *, minutes: float = 10.0,
              train_model: bool = True, clips: int = 40, frames: int = 300, seed: int = 0, num: int = 8,
              steps: int | None = None) -> dict:
@@ -78,7 +103,12 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
           f"sampling took {info['seconds']:.1f} s at {info['nfe']} NFE. Look at:")
     for path in made:
         print(f"  {path}")
-    return dict(files=[str(p) for p in made], generate=info)
+    print("\nscores on 16 held-out clips, same noise (lower is better but for palette fidelity; `python -m mariofm "
+          "evaluate` scores more):")
+    models = {"this demo's model": checkpoint, "shipped model": None} if checkpoint else {"shipped model": None}
+    table = score_table(models, data, num=16, seed=seed)
+    print(table)
+    return dict(files=[str(p) for p in made], generate=info, scores=table)
 
 
 def add_cli(subparsers) -> None:

@@ -1,6 +1,7 @@
 """`python -m mariofm evaluate`: score a model against held-out real gameplay with weight-free metrics.
 
     python -m mariofm evaluate --checkpoint runs/cpu/video_model.pt --data data_video/mario --num 64 --out metrics.json
+    python -m mariofm evaluate --world --checkpoint runs/world --data data_video/mario   # a world model: world_eval.py
 
 Samples N clips and compares them with N held-out real clips at the model's resolution, with a second, disjoint
 real set beside every distance as the real-vs-real floor (what a perfect model would score at this N). Adds the
@@ -40,7 +41,7 @@ def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[n
 
 def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, steps: int | None = None,
              solver: str | None = None, seed: int = 0, bpd_clips: int = 2, bpd_steps: int = 8, probes: int = 1,
-             device: str | None = None, progress: bool = True) -> dict:
+             device: str | None = None, progress: bool = True, bootstrap: int = 200) -> dict:
     """Sample `num` clips and score them against held-out real clips; return the report (also what
     `--out` writes). `bpd_clips` of the real clips get the bits/dim; the report gives the numbers used."""
     for name, value, least in (("num", num, 1), ("steps", steps, 1), ("bpd-clips", bpd_clips, 0),
@@ -52,6 +53,9 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
                          f"evaluation's own real clips; lower --bpd-clips or raise --num")
     dev = default_device(device)
     model, cfg = load_model(checkpoint, device=dev)
+    if cfg.context_frames:
+        raise ValueError(f"{checkpoint} is a world model (context_frames={cfg.context_frames}): evaluate it with "
+                         "`python -m mariofm evaluate --world`")
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
     real, floor = held_out_sets(cfg, data, num, seed)
     num = min(len(real), len(floor))  # a small data set may hold fewer windows than asked for (it warns)
@@ -61,7 +65,8 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
     fake = sample_videos(model, noise_for(cfg, num, seed + 1), steps, solver, device=dev, progress=progress)
     report = dict(checkpoint=str(checkpoint or "shipped"), num=num, steps=steps, solver=solver,
                   nfe=nfe(steps, solver), sample_seconds=round(time.perf_counter() - begin, 2))
-    report["metrics"] = compare(fake, real, real_floor=floor)  # the feature nets keep their own fixed seed
+    # the feature nets keep their own fixed seed; FD and KID get a 95% bootstrap interval over clips
+    report["metrics"] = compare(fake, real, real_floor=floor, bootstrap=bootstrap)
     report["val_fm_loss"] = validation_loss(model, from_uint8(real[:16]).to(dev), seed=seed)
     if bpd_clips:
         bpd = bits_per_dim(model, torch.from_numpy(real[:bpd_clips]).permute(0, 4, 1, 2, 3).to(dev),
@@ -73,14 +78,16 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
 
 
 def print_table(report: dict) -> None:
-    rows = [(k, v) for k, v in flatten(report["metrics"]).items()]
+    metrics = flatten(report["metrics"])
+    rows = [(k, v if f"{k}_lo" not in metrics else f"{v:.4g}  [{metrics[k + '_lo']:.4g}, {metrics[k + '_hi']:.4g}]")
+            for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))]
     rows.append(("val_fm_loss", report["val_fm_loss"]))
     if "bits_per_dim" in report:
         b = report["bits_per_dim"]
         rows.append((f"bits_per_dim ({b['clips']} clips, {b['nfe']} NFE, {b['hutchinson_probes']} probe)", b["mean"]))
     width = max(len(k) for k, _ in rows)
     print(f"{report['num']} generated vs {report['num']} real clips; {report['solver']} {report['steps']} steps "
-          f"({report['nfe']} NFE)")
+          f"({report['nfe']} NFE); [95% bootstrap interval over clips]")
     for key, value in rows:
         print(f"  {key:<{width}}  {value:.4g}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
 
@@ -108,6 +115,15 @@ def add_cli(subparsers) -> None:
                    help="validation clips for bits/dim, at most --num (0: skip)")
     p.add_argument("--bpd-steps", type=positive_int, default=8, help="Heun steps of the likelihood ODE")
     p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes for the divergence")
+    p.add_argument("--bootstrap", type=non_negative_int, default=200,
+                   help="redraws for the 95%% interval of FD and KID (0: none)")
+    p.add_argument("--world", action="store_true",
+                   help="evaluate a world model (mariofm.world_eval): horizons, buttons against the real game, "
+                        "stability; --num is then the held-out starts")
+    p.add_argument("--pairs", type=int, default=32, help="--world: moments of real play for the button test")
+    p.add_argument("--long", type=int, default=8, help="--world: 300-frame rollouts for the stability test")
+    p.add_argument("--branches", default=None, metavar="NPZ",
+                   help="--world: keep the real game's button branches in this file and reuse them")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
@@ -116,9 +132,20 @@ def add_cli(subparsers) -> None:
 def _cli(args) -> int:
     if args.out:
         writable_file(args.out)  # a folder or a read-only place fails now, not after the sampling
+    if args.world:
+        from mariofm.world_eval import evaluate_world, print_world_table, write_report
+
+        report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
+                                seed=args.seed, steps=args.steps, solver=args.solver, device=args.device,
+                                cache=args.branches)
+        print_world_table(report)
+        if args.out:
+            write_report(report, args.out)
+            print(f"wrote {args.out}")
+        return 0
     report = evaluate(args.checkpoint, args.data, num=args.num, steps=args.steps, solver=args.solver,
                       seed=args.seed, bpd_clips=args.bpd_clips, bpd_steps=args.bpd_steps, probes=args.probes,
-                      device=args.device)
+                      device=args.device, bootstrap=args.bootstrap)
     print_table(report)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))

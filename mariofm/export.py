@@ -51,17 +51,24 @@ def read_report(metrics: str | Path) -> dict:
         report = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"--metrics {path} is not JSON ({err})") from None
-    if not isinstance(report, dict) or "metrics" not in report:
+    if not isinstance(report, dict) or not ("metrics" in report or "horizons" in report):  # video or world model
         raise ValueError(f"--metrics {path} is not an `evaluate --out` report (it has no 'metrics')")
     return report
 
 
-def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None) -> dict:
+PLAY_FIELDS = ("sample_steps", "solver", "play_noise")  # how the model is used, not how it was trained
+
+
+def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,
+           play: dict | None = None) -> dict:
     """Write `out` (.safetensors) and its card `out.json`. Every input (checkpoint, training log, metrics
     report) is read and checked first; both files are written beside their targets under temporary names and
     renamed into place last, so a failure leaves the old pair as it was and the weights never meet another
-    model's card."""
+    model's card. `play`: new values of PLAY_FIELDS for the shipped config (e.g. the sampler an evaluation
+    chose); the card keeps the trained ones (training.config_play_fields)."""
     from safetensors.torch import save_file
+
+    from mariofm.config import Config
 
     run, out = Path(run), Path(out)
     card_path = out.with_suffix(".json")
@@ -71,6 +78,10 @@ def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = Non
     writable_file(card_path)
     state = require_keys(load_checkpoint(run / CHECKPOINT), ("config", "ema", "step", "elapsed", "budget"),
                          run / CHECKPOINT, "training checkpoint")
+    if bad := sorted(set(play or {}) - set(PLAY_FIELDS)):
+        raise ValueError(f"--set {bad}: only the play-time fields {PLAY_FIELDS} may change at export")
+    trained = {k: state["config"].get(k) for k in (play or {})}
+    state["config"] = Config.from_dict({**state["config"], **(play or {})}).to_dict()  # validated
     losses = final_losses(run)
     report = read_report(metrics) if metrics else None
     weights = {k: v.contiguous() for k, v in ema_weights(state).items()}
@@ -82,7 +93,7 @@ def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = Non
                     training=dict(steps=state["step"], wall_minutes=round(state["elapsed"] / 60, 1),
                                   budget_epochs_steps_minutes=state["budget"],
                                   hardware=state.get("hardware") or f"(not recorded; exported on) {hardware()}",
-                                  **losses),
+                                  **losses, **({"config_play_fields": trained} if play else {})),
                     **(notes or {}))
         if report is not None:
             card["evaluate"] = report
@@ -107,13 +118,20 @@ def add_cli(subparsers) -> None:
     p.add_argument("--metrics", default=None, help="an `evaluate --out` JSON to put in the card")
     p.add_argument("--note", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra card entries, e.g. data_command='python -m mariofm record ...'")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"change play-time config fields {PLAY_FIELDS} in the shipped file, e.g. play_noise=0")
+    p.add_argument("--notes-json", default=None, metavar="FILE",
+                   help="a JSON object of extra card entries (e.g. a world model's button shares)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
     if bad := [pair for pair in args.note if "=" not in pair]:
         raise ValueError(f"--note {bad[0]!r}: write notes as key=value")
-    notes = dict(pair.split("=", 1) for pair in args.note)
-    card = export(args.run, args.out, metrics=args.metrics, notes=notes)
+    notes = json.loads(Path(args.notes_json).read_text()) if args.notes_json else {}
+    notes.update(pair.split("=", 1) for pair in args.note)
+    from mariofm.config import parse_overrides
+
+    card = export(args.run, args.out, metrics=args.metrics, notes=notes, play=parse_overrides(args.set))
     print(f"wrote {args.out} ({card['size_mb']} MB) and {Path(args.out).with_suffix('.json')}")
     return 0

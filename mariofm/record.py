@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import re
 import sys
 import time
 from collections import Counter
@@ -36,7 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 import mariofm
+from mariofm.cli import non_negative_int, positive_int
 from mariofm.nes import (
+    DEFAULT_LEVELS,
     DOWN,
     FLAGPOLE,
     LEFT,
@@ -52,32 +53,13 @@ from mariofm.nes import (
     Game,
     RomError,
     find_rom,
+    parse_levels,
 )
 from mariofm.player import Player
+from mariofm.runfolder import writable_folder
 from mariofm.video import AviWriter
 
 CODEC = "MPNG"
-
-# the first stage of every world, plus a few that look different (underground 1-2 and 4-2, night 3-2).
-# Left out: water levels and castles (this player can't swim or dodge fire bars) and the tree tops of
-# 1-3 (its jumps are too precise for it).
-DEFAULT_LEVELS = ("1-1", "2-1", "3-1", "4-1", "5-1", "6-1", "7-1", "8-1", "1-2", "3-2", "4-2")
-
-
-def parse_levels(text: str | list[str] | tuple[str, ...] | None) -> list[tuple[int, int]]:
-    """'1-1,4-2' -> [(1, 1), (4, 2)]: (world, stage), both 1-based. None -> DEFAULT_LEVELS."""
-    names = DEFAULT_LEVELS if text is None else text.split(",") if isinstance(text, str) else text
-    levels = []
-    for name in names:
-        match = re.fullmatch(r"\s*([1-8])-([1-4])\s*", name)
-        if match is None:
-            raise ValueError(f"bad level name {name.strip()!r}: write levels as world-stage separated by commas, "
-                             "e.g. `1-1,4-2`, with worlds 1-8 and stages 1-4")
-        levels.append((int(match[1]), int(match[2])))
-    if not levels:
-        raise ValueError("no levels given: write them as world-stage separated by commas, e.g. `1-1,4-2`")
-    return levels
-
 
 # --- one clip -----------------------------------------------------------------------------------------
 
@@ -246,17 +228,6 @@ def _record_job(job: tuple) -> tuple[int, Path, int, str]:
     return meta["clip_index"], path, meta["frames"], meta["end_reason"]
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".mariofm_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OSError(f"cannot write to the output folder {out} ({err.strerror or err}); "
-                      "choose another one with --out") from err
-
-
 def record_clips(out: str | Path, clips: int, frames: int, seed: int, levels: str | list[str] | None = None,
                  workers: int = 1, frame_skip: int = 2, progress: bool = True) -> list[Path]:
     """Record `clips` clips of up to `frames` frames each into `out`; return the AVI paths in clip order.
@@ -270,7 +241,7 @@ def record_clips(out: str | Path, clips: int, frames: int, seed: int, levels: st
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     level_list, rom, out = parse_levels(levels), find_rom(), Path(out)
-    _check_writable(out)
+    writable_folder(out)
     jobs = [(rom, out, seed, i, level_list, frames, frame_skip) for i in range(clips)]
     bar = tqdm(total=clips * frames, unit="frame", desc="recording", disable=not progress)
     start, results, workers = time.perf_counter(), [], min(workers, clips)
@@ -305,36 +276,18 @@ def _levels_arg(text: str) -> str:
     return text
 
 
-def _integer(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
-    return value
-
-
-def _positive(text: str) -> int:
-    return _integer(text, 1)
-
-
-def _natural(text: str) -> int:
-    return _integer(text, 0)
-
-
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("record", help="play the real game and record gameplay clips",
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data_video/mario", help="output folder (default: %(default)s)")
-    parser.add_argument("--clips", type=_positive, default=40, help="number of clips (default: %(default)s)")
-    parser.add_argument("--frames", type=_positive, default=300,
+    parser.add_argument("--clips", type=positive_int, default=40, help="number of clips (default: %(default)s)")
+    parser.add_argument("--frames", type=positive_int, default=300,
                         help="recorded frames per clip; clips can end earlier (default: %(default)s)")
-    parser.add_argument("--seed", type=_natural, default=0, help="same seed and arguments, same clips")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="same seed and arguments, same clips")
     parser.add_argument("--levels", type=_levels_arg, default=None,
                         help=f"levels to draw from, e.g. 1-1,4-2 (default: {','.join(DEFAULT_LEVELS)})")
-    parser.add_argument("--workers", type=_positive, default=1, help="processes, one emulator each")
-    parser.add_argument("--frame-skip", type=_positive, default=2,
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes, one emulator each")
+    parser.add_argument("--frame-skip", type=positive_int, default=2,
                         help="keep every K-th emulated frame: fps = 60 / K (default: %(default)s)")
     parser.set_defaults(func=_run_cli)
 
@@ -343,10 +296,9 @@ def _run_cli(args: argparse.Namespace) -> int:
     try:
         record_clips(args.out, args.clips, args.frames, args.seed, args.levels, args.workers, args.frame_skip)
     except (RomError, OSError, ImportError) as err:
-        print(f"mariofm record: error: {err}", file=sys.stderr)
-        return 1
+        print(f"error: {err}", file=sys.stderr)
+        return 2  # the CLI's convention for bad input or a missing ROM/emulator (mariofm.cli)
     return 0
 
 
-__all__ = ["record_clips", "record_clip", "play_clip", "parse_levels", "add_cli", "Clip", "SaveState",
-           "DEFAULT_LEVELS"]
+__all__ = ["record_clips", "record_clip", "play_clip", "add_cli", "Clip", "SaveState"]

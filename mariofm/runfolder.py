@@ -30,7 +30,7 @@ LOCK = ".lock"
 RUN_INFO = "run.json"  # what the run trains on, for a reader (its checkpoint holds the same, for --resume)
 # what a training run writes into its folder (mariofm.train): all that `--overwrite` may remove
 RUN_PATTERNS = ("config.json", "run.json", "metrics.jsonl", "loss_curve.png", "checkpoint.pt", "video_model.pt",
-                "*.tmp", "sample_epoch*.gif", "grid_epoch*.gif")
+                "*.tmp", "sample_epoch*.gif", "grid_epoch*.gif", "rollout_epoch*.gif")
 
 
 class RunFolderError(ValueError):

@@ -110,21 +110,30 @@ def epoch_samples(model: torch.nn.Module, cfg: Config, noise: torch.Tensor, devi
 
 class EpochEvaluation:
     """After an epoch: samples from the EMA model with fixed noise (comparable across epochs and runs) as
-    sample_epoch{N}.gif / grid_epoch{N}.gif, and the validation loss at a fixed t grid with fixed noise."""
+    sample_epoch{N}.gif / grid_epoch{N}.gif (a world model: rollout_epoch{N}.gif, mariofm.rollout.preview), and
+    the validation loss at a fixed t grid with fixed noise."""
 
     def __init__(self, cfg: Config, held_out, out: Path, dev: torch.device, log: MetricsLog, clips: int = 16):
         shape = (NUM_SAMPLES, cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
         self.noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed + 2))
-        batch = collate([held_out[i] for i in range(min(len(held_out), clips))])
+        # spread over the set: a world model's windows start one frame apart, so the first 16 would be one clip
+        picks = torch.linspace(0, len(held_out) - 1, min(len(held_out), clips)).long().tolist()
+        batch = collate([held_out[i] for i in picks])
         self.batch = {k: v.to(dev) for k, v in batch.items()}
-        self.cfg, self.out, self.dev, self.log = cfg, out, dev, log
+        self.held_out, self.cfg, self.out, self.dev, self.log = held_out, cfg, out, dev, log
 
     def __call__(self, model: torch.nn.Module, step: int, epoch: int) -> float:
         """Write epoch `epoch`'s GIFs and log its validation loss (at `step`); return the loss."""
         cfg, batch = self.cfg, dict(self.batch)
-        videos = epoch_samples(model, cfg, self.noise, self.dev, batch)
-        write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
-        write_gif(self.out / f"grid_epoch{epoch}.gif", video_grid(videos), cfg.fps)
+        if cfg.context_frames:  # a world model: real (left) beside a rollout with the real buttons (right)
+            from mariofm.rollout import preview
+
+            write_gif(self.out / f"rollout_epoch{epoch}.gif", preview(model, self.held_out.clips, seed=cfg.seed),
+                      cfg.fps)
+        else:
+            videos = epoch_samples(model, cfg, self.noise, self.dev, batch)
+            write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
+            write_gif(self.out / f"grid_epoch{epoch}.gif", video_grid(videos), cfg.fps)
         clips = batch.pop("video")
         val_loss = validation_loss(model, clips, seed=cfg.seed, batch_size=cfg.batch_size,
                                    cond=conditioning(model, batch))

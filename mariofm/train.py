@@ -32,6 +32,7 @@ import contextlib
 import functools
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -141,11 +142,12 @@ def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epoch
           steps: int | None = None, minutes: float | None = None, resume: bool = False, overwrite: bool = False,
           device: str | None = None, checkpoint_every: int = 200, sample_every: int = 1, log_every: int = 10,
           workers: int = 0, compile: bool = False, progress: bool = True,
-          stop_at: int | None = None) -> Path:
+          stop_at: int | None = None, keep_snapshots: bool = False) -> Path:
     """Train and return the run folder. The budget is whichever of epochs/steps/minutes ends first
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
-    and continue with `resume=True`.
+    and continue with `resume=True`. `keep_snapshots` also keeps each periodic video_model.pt as
+    video_model_step{N}.pt, to score one run at several training lengths.
 
     The folder belongs to one run: a new run refuses a folder that is not empty unless `overwrite` (which
     removes the earlier run's files, saying which), and the run holds the folder's lock while it trains. A
@@ -164,11 +166,12 @@ def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epoch
     with RunLock(out) if dist.main else contextlib.nullcontext():  # the other ranks write nothing there
         return _train(cfg, data, out, dev, dist, budget, resume=resume, overwrite=overwrite,
                       checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
-                      workers=workers, compile=compile, progress=progress, stop_at=stop_at)
+                      workers=workers, compile=compile, progress=progress, stop_at=stop_at,
+                      keep_snapshots=keep_snapshots)
 
 
 def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_every, sample_every, log_every,
-           workers, compile, progress, stop_at) -> Path:
+           workers, compile, progress, stop_at, keep_snapshots=False) -> Path:
     """`train` once its arguments are checked, its device picked and its folder locked."""
     earlier = check_new_run(out, overwrite) if dist.main and not resume else []
     saved = require_keys(load_checkpoint(out / CHECKPOINT), RESUMABLE, out / CHECKPOINT,
@@ -188,9 +191,9 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {dist.world} processes times "
                          f"grad_accum={cfg.grad_accum}")
 
-    train_set = MarioClips.from_config(cfg, data, split="train", progress=progress and dist.main)
+    train_set = training_data(cfg, data, "train", progress=progress and dist.main)
     try:
-        held_out = MarioClips.from_config(cfg, data, split="val", progress=False)
+        held_out = training_data(cfg, data, "val", progress=False)
     except NoDataError:  # a folder with a single video has no validation file: watch the training clips
         held_out = train_set
     steps_per_epoch = len(train_set) // cfg.batch_size
@@ -242,6 +245,8 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
                     if run.step % checkpoint_every == 0 and dist.main:
                         run.save(out)
                         last_saved = run.step
+                        if keep_snapshots:
+                            shutil.copyfile(out / MODEL, out / f"video_model_step{run.step}.pt")
                     if run.finished() or run.step == stop_at or asked["stop"]:
                         break
                 epoch_done = run.step % steps_per_epoch == 0
@@ -262,6 +267,15 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
         if dist.main and (out / METRICS).exists():
             plot_losses(read_metrics(out / METRICS), out / LOSS_CURVE)
     return out
+
+
+def training_data(cfg: Config, data: str | Path, split: str, **kwargs):
+    """MarioClips for a video model; NextFrames (next frame, K context frames, buttons) for a world model."""
+    if cfg.context_frames:
+        from mariofm.world_data import NextFrames
+
+        return NextFrames.from_config(cfg, data, split=split, **kwargs)
+    return MarioClips.from_config(cfg, data, split=split, **kwargs)
 
 
 def diverged(loss: float, step: int, out: Path, last_saved: int | None, every: int) -> TrainingDiverged:
@@ -287,7 +301,8 @@ def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, work
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a video model on recorded clips",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed (default: cpu, or the resumed run's)")
+    p.add_argument("--preset", default=None, help="smoke | cpu | colab | seed | world-smoke | world-cpu | world-gpu "
+                                                  "(default: cpu, or the resumed run's)")
     p.add_argument("--data", default=None,
                    help=f"folder of recorded clips (default: {DEFAULT_DATA}; on --resume, the run's own)")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>); it must be empty or new")
@@ -306,6 +321,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--stop-at", type=positive_int, metavar="STEP",
                    help="checkpoint and stop after this step (resume later)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="keep every periodic checkpoint's weights as video_model_step{N}.pt")
     p.set_defaults(func=_cli)
 
 
@@ -322,6 +339,7 @@ def _cli(args) -> int:
     run = train(cfg, args.data, out, epochs=args.epochs, steps=args.steps, minutes=args.minutes,
                 resume=bool(args.resume), overwrite=args.overwrite, device=args.device,
                 checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, workers=args.workers,
-                compile=args.compile, stop_at=args.stop_at)
+                compile=args.compile, stop_at=args.stop_at,
+                keep_snapshots=args.keep_snapshots)
     print(f"run folder: {run}  (generate with: python -m mariofm generate --checkpoint {run / MODEL})")
     return 0

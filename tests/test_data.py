@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mariofm.config import preset
-from mariofm.data import MarioClips, NoDataError, real_clips, split_files
+from mariofm.data import MarioClips, NoDataError, level_of, real_clips, split_files
 from mariofm.video import read_frames, write_avi, write_mp4
 
 
@@ -62,15 +62,46 @@ def test_split_is_by_file_disjoint_and_deterministic(mario_clips, tmp_path):
     assert all(Path(val[i]["path"]) in val.files for i in range(len(val)))
 
 
-def test_split_of_a_name_never_depends_on_the_other_names():
-    names = [f"clip_{i:03d}.avi" for i in range(200)]
-    val = split_files(names, "val", 0.1, seed=0)
-    assert 5 < len(val) < 40  # about 10%
-    more = names + [f"new_{i}.avi" for i in range(50)]
-    assert set(split_files(more, "val", 0.1, seed=0)) & set(names) == set(val)
-    assert split_files(names, "val", 0.1, seed=1) != val
+def test_split_holds_out_every_level_in_proportion_by_largest_remainder():
+    # 10 files of 1-1, 6 of 1-2, 3 of 4-2, 1 of 8-1 and 5 without a level: 25 files, f = 0.2 -> k = 5 val files.
+    # Quotas 2.0, 1.2, 0.6, 0.2, 1.0 -> floors 2, 1, 0, 0, 1 (4 files); the one left goes to the largest
+    # remainder, 4-2's 0.6.
+    counts = {"1-1": 10, "1-2": 6, "4-2": 3, "8-1": 1}
+    names = [f"clip_s0_{i:04d}_{lvl}.avi" for lvl, n in counts.items() for i in range(n)]
+    names += [f"gameplay_{i}.avi" for i in range(5)]
+    val = split_files(names, "val", 0.2, seed=0)
+    per_level = {lvl: sum(v.endswith(f"_{lvl}.avi") for v in val) for lvl in counts}
+    assert per_level == {"1-1": 2, "1-2": 1, "4-2": 1, "8-1": 0}
+    assert sum(v.startswith("gameplay_") for v in val) == 1
+    train = split_files(names, "train", 0.2, seed=0)
+    assert sorted(train + val) == sorted(names) and not set(train) & set(val)
+    assert split_files(names[::-1], "val", 0.2, seed=0) == val[::-1]  # the order of names does not matter
+    assert split_files(names, "val", 0.2, seed=1) != val  # the seed picks which files of a level
     assert len(split_files(["a.avi", "b.avi"], "val", 0.0, seed=0)) == 1  # >= 1 val file from 2 files
     assert len(split_files(["a.avi", "b.avi"], "train", 0.99, seed=0)) == 1  # and >= 1 train file
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_files(names, "val", 1.0)
+
+
+def test_split_reads_the_level_from_real_sidecars(mario_clips, tmp_path):
+    # the fixture holds 2 recordings of 1-1 and 2 of 1-2; with f = 0.5 each level gives up exactly one file.
+    # Renamed, the files keep their level through the JSON sidecar `mariofm record` writes beside each video
+    root = tmp_path / "renamed"
+    root.mkdir()
+    levels = {}
+    for i, video in enumerate(sorted(mario_clips.glob("*.avi"))):
+        for suffix in (".avi", ".json", ".actions.npy"):
+            shutil.copyfile(video.with_name(video.stem + suffix), root / f"take{i}{suffix}")
+        levels[f"take{i}.avi"] = level_of(root / f"take{i}.avi")
+    assert sorted(levels.values()) == ["1-1", "1-1", "1-2", "1-2"]
+    kwargs = dict(sequence_length=4, size=(30, 32), cache_dir=tmp_path / "cache", progress=False)
+    val = MarioClips(root, split="val", val_fraction=0.5, **kwargs)
+    assert sorted(levels[p.name] for p in val.files) == ["1-1", "1-2"]
+    # without sidecars the names say nothing: the four files form one group and two of them are held out
+    for sidecar in root.glob("*.json"):
+        sidecar.unlink()
+    assert level_of(root / "take0.avi") is None
+    assert len(MarioClips(root, split="val", val_fraction=0.5, **kwargs).files) == 2
 
 
 def test_cache_skips_decoding_and_notices_changed_files(mario_clips, tmp_path):

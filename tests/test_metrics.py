@@ -14,6 +14,7 @@ from mariofm.data import resize_frame
 from mariofm.metrics import (
     FrameFeatures,
     VideoFeatures,
+    bootstrap_interval,
     compare,
     frechet_distance,
     kernel_distance,
@@ -114,6 +115,32 @@ def test_compare_reports_the_floor_beside_each_score(three_sets):
     assert out["backward_rate_real"] == 0  # SMB's camera never scrolls left
     assert out["n"] == len(fake) and out["n_real"] == len(real)
     assert all(isinstance(v, (int, float)) for v in out.values())  # JSON-able
+
+
+def test_bootstrap_interval_brackets_the_score_and_separates_noise_from_real(real_sets):
+    a, b = real_sets
+    noisy = CORRUPTIONS["noise"](a, np.random.default_rng(1))
+    out = compare(noisy, b, real_floor=a, bootstrap=50)
+    for key in ("video_fd", "video_kid", "frame_fd", "frame_kid"):
+        for suffix in ("", "_floor"):
+            lo, hi = out[f"{key}{suffix}_lo"], out[f"{key}{suffix}_hi"]
+            assert lo < hi, (key, suffix, lo, hi)
+    # noise is caught beyond doubt: the noisy set's whole interval lies above the real floor. (The floor's own
+    # interval is wide here: 12 clips cut from 4 short recordings, so a redraw often repeats one clip many times)
+    for key in ("frame_fd", "frame_kid", "video_fd", "video_kid"):
+        assert out[f"{key}_lo"] > out[f"{key}_floor"], (key, out[f"{key}_lo"], out[f"{key}_floor"])
+    assert compare(noisy, b, real_floor=a, bootstrap=50) == out  # fixed seed: the same interval every time
+    assert "video_fd_lo" not in compare(noisy, b)  # off unless asked for
+
+
+def test_bootstrap_redraws_whole_clips():
+    # per-frame features of 6 clips x 4 frames; a clip's frames share one value, so a redraw of whole clips
+    # keeps every mean a multiple of 1/6 of the clip values, while a redraw of single frames would not
+    feats = np.repeat(np.arange(6, dtype=np.float64), 4)[:, None]
+    means = []
+    lo, hi = bootstrap_interval(lambda x, y: means.append(x.mean()) or x.mean(), feats, feats, per_clip=4, draws=100)
+    assert all(abs(m * 6 - round(m * 6)) < 1e-9 for m in means)
+    assert 0 <= lo < hi <= 5
 
 
 # --- the random feature nets ------------------------------------------------------------------------------

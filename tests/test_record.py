@@ -13,8 +13,8 @@ import pytest
 from conftest import MARIO_CLIPS
 
 from mariofm.cli import main
-from mariofm.nes import LEFT, RIGHT, ROM_SHA256, SELECT, START, A, B, Game, RomError, find_rom
-from mariofm.record import parse_levels, record_clips
+from mariofm.nes import LEFT, RIGHT, ROM_SHA256, SELECT, START, A, B, Game, RomError, find_rom, parse_levels
+from mariofm.record import record_clips
 from mariofm.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,9 +120,9 @@ def test_cli_rejects_bad_levels(levels, tmp_path, capsys):
 
 def test_cli_rejects_an_unwritable_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("a file, not a folder")
-    assert main(["record", "--out", str(tmp_path / "file" / "clips"), "--clips", "1", "--frames", "4"]) == 1
+    assert main(["record", "--out", str(tmp_path / "file" / "clips"), "--clips", "1", "--frames", "4"]) == 2
     err = capsys.readouterr().err
-    assert "cannot write to the output folder" in err and "--out" in err
+    assert "cannot write there" in err and "--out" in err
 
 
 def test_record_clips_rejects_bad_numbers(tmp_path):

@@ -58,6 +58,8 @@ def test_shipped_model_beats_an_untrained_one(mario_clips):
     net = VideoFeatures(0)
     fd_trained, fd_untrained = frechet_distance(net(fake), net(real)), frechet_distance(net(baseline), net(real))
     assert fd_trained < 0.5 * fd_untrained, (fd_trained, fd_untrained)
-    pal_trained = palette_fidelity(fake, real)["in_palette"]
-    pal_untrained = palette_fidelity(baseline, real)["in_palette"]
-    assert pal_trained > pal_untrained + 0.1, (pal_trained, pal_untrained)
+    # an untrained x0-predicting net samples a flat clip whose one colour may sit in the palette (in_palette 1.0),
+    # so compare how the palette is *used*: the total variation between palette-usage histograms
+    tv_trained = palette_fidelity(fake, real)["palette_tv"]
+    tv_untrained = palette_fidelity(baseline, real)["palette_tv"]
+    assert tv_trained < tv_untrained - 0.1, (tv_trained, tv_untrained)

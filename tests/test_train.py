@@ -128,6 +128,16 @@ def whole_run(mario_clips, tmp_path_factory) -> Path:
     return train(RESUMED, mario_clips, tmp_path_factory.mktemp("whole") / "run", steps=12, progress=False)
 
 
+def test_snapshots_keep_each_checkpoint_s_weights(mario_clips, tmp_path):
+    run = train(smoke(), mario_clips, tmp_path / "run", steps=4, checkpoint_every=2, keep_snapshots=True,
+                progress=False)
+    assert sorted(p.name for p in run.glob("video_model_step*.pt")) == ["video_model_step2.pt", "video_model_step4.pt"]
+    assert_same_weights(load_checkpoint(run / "video_model_step4.pt")["ema"], load_checkpoint(run / MODEL)["ema"])
+    early, _ = load_model(run / "video_model_step2.pt")
+    late, _ = load_model(run / MODEL)
+    assert any(not torch.equal(a, b) for a, b in zip(early.state_dict().values(), late.state_dict().values()))
+
+
 @pytest.mark.parametrize("stops", [(3,), (4, 9)])
 def test_resume_reaches_the_same_weights(whole_run, mario_clips, tmp_path, stops):
     cfg, whole = RESUMED, whole_run

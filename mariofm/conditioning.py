@@ -1,0 +1,122 @@
+"""The world model's conditioning path: what a next-frame VideoUNet reads besides the noisy frame x_t and t.
+
+With cfg.context_frames = K > 0, VideoUNet becomes v_θ(x_t, t | context, actions), a model of the NEXT frame:
+
+    x_t      (B, 3, 1, H, W)   the noisy next frame, x_t = (1 − t)·x0 + t·ε (mariofm.flow)
+    context  (B, 3, K, H, W)   the K frames before it, clean, in [-1, 1] (oldest first)
+    actions  (B, K + 1, 8)     the buttons held over each context frame and over the next frame (`action_bits`)
+
+Each choice and where it comes from:
+
+- Context frames stacked on channels, one 2D denoiser per frame (DIAMOND, Alonso et al. 2024; GameNGen, Valevski
+  et al. 2024, concatenates context latents the same way). The stem reads [x_t, context] as 3·(K + 1) channels of
+  one frame, so a step costs one image-net call whatever K is — the fast design; a 3D net with one noise level per
+  frame (diffusion forcing, Chen et al. 2024, as in Oasis) would denoise several frames at once but costs more.
+- Buttons as 8 bits per frame (multi-hot: right+B is two bits, not a 9th "action"), the K + 1 frames' bits
+  flattened into one vector, embedded by an MLP and ADDED to the time embedding, so every residual block's
+  scale-and-shift (FiLM) sees them (DIAMOND: `cond = noise_emb(c_noise) + act_emb(actions)` feeding AdaGroupNorm).
+  A first mariofm model that fed the bits as 8 constant input planes ignored them (field notes,
+  world-model-data.md): a plane is one more weak input to the first conv; a FiLM shift reaches every layer.
+- Noise on the context in training (GameNGen's "noise augmentation", DIAMOND's CS:GO model): each training sample's
+  context gets σ·ε, σ ~ U(0, context_noise), and σ is a further input, embedded and added like the buttons. At play
+  time the context frames are the model's own outputs, a little off; having seen noisy contexts, the model learns
+  to correct drift instead of compounding it. σ is drawn with torch's global RNG (the trainer checkpoints it, so a
+  resumed run draws the same σ) and only in training mode. In eval mode the model adds no noise itself and reads
+  σ = play_noise: `noise_context` adds that noise, once per generated frame, with the rollout's own generator
+  (mariofm.rollout), so that every solver step of one frame sees the same context.
+- x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
+  mostly a copy of the last context frame shifted a little — an easy target in pixel space.
+- cfg.frame_residual: x̂0 = (last context frame, as the net sees it: with its noise) + the head's output, so the
+  untrained net (zero-init head) already predicts "repeat the last frame", the baseline, and training learns the
+  change. The residual form of video prediction (our choice; not in DIAMOND or GameNGen). Measured here: without it,
+  a world-cpu model after 2,500 steps made noisy, mushy frames, 1.3 dB below the repeat-last baseline one step
+  ahead. The base frame carries the context noise so that the net learns to remove errors in it (drift).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+BUTTONS = ("right", "left", "down", "up", "start", "select", "b", "a")  # bit i of the controller byte (cynes)
+NUM_BUTTONS = len(BUTTONS)
+
+
+def action_bits(actions: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Controller bytes (...,) uint8 -> float32 bits (..., 8), bit i = (byte >> i) & 1, in BUTTONS order."""
+    a = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions)
+    if a.is_floating_point() or a.dtype == torch.bool:
+        raise ValueError(f"actions must be controller bytes (integers 0-255), got dtype {a.dtype}")
+    if a.numel() and (a.min() < 0 or a.max() > 255):
+        raise ValueError("actions must be controller bytes in 0..255")
+    return ((a.long()[..., None] >> torch.arange(NUM_BUTTONS)) & 1).float()
+
+
+def buttons_byte(names: str) -> int:
+    """"right+b" -> 0x41; "none" or "" -> 0. Names are BUTTONS, joined by '+', any case."""
+    parts = [p.strip().lower() for p in names.split("+") if p.strip() and p.strip().lower() != "none"]
+    unknown = [p for p in parts if p not in BUTTONS]
+    if unknown:
+        raise ValueError(f"unknown button(s) {unknown} in {names!r}; use {'+'.join(BUTTONS)} or 'none'")
+    return sum(1 << BUTTONS.index(p) for p in parts)
+
+
+def noise_context(context: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """context + σ·ε with ε ~ N(0, I) drawn from `generator` on the CPU (the same numbers on every device)."""
+    if sigma <= 0:
+        return context
+    eps = torch.randn(context.shape, generator=generator, dtype=torch.float32)
+    return context + sigma * eps.to(device=context.device, dtype=context.dtype)
+
+
+class WorldConditioning(nn.Module):
+    """Stack the context on the noisy frame's channels and embed buttons and context-noise level.
+
+    forward(x, context, actions) -> (input (B, 3·(K+1), 1, H, W) for the stem, embedding (B, time_dim) to add to
+    the time embedding, the last context frame as the net sees it (B, 3, 1, H, W): the base of frame_residual).
+    """
+
+    def __init__(self, context_frames: int, channels: int, time_dim: int, context_noise: float,
+                 play_noise: float) -> None:
+        super().__init__()
+        self.context_frames, self.channels = context_frames, channels
+        self.context_noise, self.play_noise = context_noise, play_noise
+        self.action_embed = nn.Sequential(nn.Linear((context_frames + 1) * NUM_BUTTONS, time_dim), nn.SiLU(),
+                                          nn.Linear(time_dim, time_dim))
+        # σ / context_noise in [0, 1]: a scalar, so a small MLP rather than a sinusoidal table
+        self.noise_embed = nn.Sequential(nn.Linear(1, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+
+    def check(self, x: torch.Tensor, context: torch.Tensor | None, actions: torch.Tensor | None) -> None:
+        k, c = self.context_frames, self.channels
+        if context is None or actions is None:
+            raise ValueError(f"this is a world model (context_frames={k}): call it as model(x_t, t, context=..., "
+                             f"actions=...) with context (B, {c}, {k}, H, W) and actions (B, {k + 1}, 8)")
+        b, _, frames, h, w = x.shape
+        if frames != 1:
+            raise ValueError(f"a world model denoises one frame at a time: x_t must be (B, {c}, 1, H, W), got "
+                             f"{tuple(x.shape)}")
+        if tuple(context.shape) != (b, c, k, h, w):
+            raise ValueError(f"context must be (B, C, K, H, W) = {(b, c, k, h, w)} (K = context_frames), got "
+                             f"{tuple(context.shape)}")
+        if tuple(actions.shape) != (b, k + 1, NUM_BUTTONS):
+            raise ValueError(f"actions must be (B, K + 1, 8) = {(b, k + 1, NUM_BUTTONS)}: the button bits of the "
+                             f"K context frames and of the next frame (action_bits); got {tuple(actions.shape)}")
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None,
+                actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.check(x, context, actions)
+        b = x.shape[0]
+        if self.training and self.context_noise > 0:  # the global RNG: checkpointed by the trainer
+            sigma = torch.rand(b, device=x.device) * self.context_noise
+            context = context + sigma.view(b, 1, 1, 1, 1).to(context.dtype) * torch.randn_like(context)
+        else:  # the caller added play_noise (noise_context); tell the model how much
+            sigma = torch.full((b,), self.play_noise, device=x.device)
+        level = (sigma / max(self.context_noise, 1e-8))[:, None].to(x.dtype)
+        emb = self.action_embed(actions.flatten(1).to(x.dtype)) + self.noise_embed(level)
+        context = context.to(x.dtype)
+        stacked = torch.cat([x, context.flatten(1, 2)[:, :, None]], dim=1)
+        return stacked, emb, context[:, :, -1:]
+
+
+__all__ = ["BUTTONS", "NUM_BUTTONS", "WorldConditioning", "action_bits", "buttons_byte", "noise_context"]

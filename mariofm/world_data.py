@@ -1,0 +1,97 @@
+"""The world model's training data: the next frame, the K frames before it, and the buttons held over all of them.
+
+    ds = NextFrames("data_video/mario", context_frames=4, size=(60, 64), frame_stride=2)
+    item = ds[0]
+    item["video"]    # float32 (3, 1, 60, 64) in [-1, 1]: the next frame (what the flow model learns to make)
+    item["context"]  # float32 (3, 4, 60, 64): the 4 frames before it, oldest first
+    item["actions"]  # float32 (5, 8): the button bits over each context frame and over the next frame
+
+A window is K + 1 frames, every frame_stride-th recorded frame, cut by MarioClips (mariofm.data: same decoding,
+cache and train/val split by file). Window starts are 1 recorded frame apart, so every frame is a target once.
+
+The buttons of kept frame f are the share of the frame_stride recorded frames (f − stride, f] during which each
+button was held: with stride 2 a tap of A that lasts one recorded frame shows as 0.5, not lost between kept frames.
+At play time a button held for a whole generated frame is 1. A recorded frame's byte is the button state held while
+the emulator made it (`<stem>.actions.npy`, mariofm.record).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mariofm.conditioning import action_bits
+from mariofm.data import MarioClips, NoDataError, find_videos
+
+
+class NoActionsError(NoDataError):
+    """Video files without the `<stem>.actions.npy` sidecar that a world model needs."""
+
+
+def held_bits(actions: np.ndarray, frames: np.ndarray, stride: int) -> torch.Tensor:
+    """Button shares (len(frames), 8): for kept frame f, the mean of the bits of recorded frames f−stride+1 .. f
+    (those that exist)."""
+    bits = action_bits(actions)  # (N, 8)
+    rows = [bits[max(0, f - stride + 1):f + 1].mean(0) for f in frames.tolist()]
+    return torch.stack(rows)
+
+
+class NextFrames(Dataset):
+    """Windows of K + 1 frames as (next frame, K context frames, K + 1 button-bit rows); see the module docstring.
+
+    Every video under `root` needs its actions sidecar: a folder without them raises NoActionsError naming the
+    files. `len(ds)` windows; `ds.clips` is the MarioClips underneath (files, windows, frames).
+    """
+
+    def __init__(self, root: str | Path, context_frames: int, size: tuple[int, int] = (240, 256),
+                 frame_stride: int = 1, split: str = "train", hop: int = 1, **kwargs) -> None:
+        if not isinstance(context_frames, int) or context_frames < 1:
+            raise ValueError(f"context_frames={context_frames!r} must be a positive integer, e.g. 4")
+        self.context_frames = context_frames
+        videos = find_videos(Path(root)) if Path(root).is_dir() else []
+        missing = [str(v) for v in videos if not v.with_name(v.stem + ".actions.npy").is_file()]
+        if missing:  # all of them named at once (MarioClips would stop at the first)
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise NoActionsError(root, f"a world model needs the buttons behind every frame, but {len(missing)} "
+                                       f"video file(s) have no <stem>.actions.npy beside them: {shown}. Record "
+                                       f"clips with mariofm's recorder, which writes them")
+        try:  # require_actions: a damaged sidecar is an error too (mariofm.data.load_actions)
+            self.clips = MarioClips(root, context_frames + 1, size, frame_stride, split, hop=hop,
+                                    require_actions=True, **kwargs)
+        except NoDataError as err:
+            if " frames < " not in str(err):  # not a matter of clip length
+                raise
+            span = context_frames * frame_stride + 1
+            raise NoDataError(root, f"context_frames={context_frames} at frame_stride={frame_stride} needs clips "
+                                    f"of at least {span} recorded frames (K context frames + the next one). "
+                                    f"{str(err).splitlines()[0]}") from None
+
+    @classmethod
+    def from_config(cls, cfg, root: str | Path, split: str = "train", **kwargs) -> NextFrames:
+        """The data a world Config trains on: its frame size, context_frames and frame_stride."""
+        if not cfg.context_frames:
+            raise ValueError("NextFrames is for world models: set context_frames > 0 (e.g. preset 'world-cpu')")
+        if cfg.video_channels != 3:
+            raise ValueError(f"recordings are RGB; set video_channels=3 (got {cfg.video_channels})")
+        return cls(root, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride, split, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = self.clips[i]
+        index, start = self.clips.windows[i % len(self)]
+        stride, k = self.clips.frame_stride, self.context_frames
+        frames = start + stride * np.arange(k + 1)
+        video = item["video"]  # (3, K + 1, H, W)
+        return {"video": video[:, k:], "context": video[:, :k],
+                "actions": held_bits(self.clips.actions[index], frames, stride)}
+
+    def __repr__(self) -> str:
+        return f"NextFrames(K={self.context_frames}, {self.clips!r})"
+
+
+__all__ = ["NextFrames", "NoActionsError", "held_bits"]

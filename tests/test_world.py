@@ -1,0 +1,252 @@
+"""The world model: next-frame data with buttons, the conditioning path, context noise, rollouts, training, CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mariofm.conditioning import action_bits, buttons_byte
+from mariofm.config import preset
+from mariofm.data import NoDataError
+from mariofm.rollout import World, policy_actions, read_actions, recording_start, rollout
+from mariofm.unet import VideoUNet
+from mariofm.world_data import NextFrames, NoActionsError
+
+K = preset("world-smoke").context_frames
+
+
+def tiny(**overrides) -> VideoUNet:
+    """A world-smoke net whose zero-init output conv is perturbed, so that its output depends on its inputs."""
+    torch.manual_seed(0)
+    model = VideoUNet(preset("world-smoke", **overrides))
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    return model.eval()
+
+
+def inputs(b: int = 2, seed: int = 1, h: int = 32, w: int = 32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, 1, h, w, generator=g), torch.rand(b, generator=g), \
+        torch.rand(b, 3, K, h, w, generator=g) * 2 - 1
+
+
+def bits(byte: int, b: int = 2) -> torch.Tensor:
+    return action_bits(np.full((b, K + 1), byte, np.uint8))
+
+
+@pytest.fixture(scope="module")
+def data(mario_clips):
+    return NextFrames.from_config(preset("world-smoke"), mario_clips, split="all", progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def test_items_are_next_frame_context_and_the_buttons_of_the_recording(data):
+    item = data[5]
+    assert item["video"].shape == (3, 1, 32, 32) and item["context"].shape == (3, K, 32, 32)
+    assert item["actions"].shape == (K + 1, 8) and item.keys() == {"video", "context", "actions"}
+    index, start = data.clips.windows[5]
+    frames = data.clips.frames(index)
+    stride = data.clips.frame_stride
+    window = data.clips[5]["video"]  # the K + 1 frames, every stride-th
+    assert torch.equal(item["context"], window[:, :K]) and torch.equal(item["video"], window[:, K:])
+    assert torch.equal(window[:, 0], torch.from_numpy(np.array(frames[start])).permute(2, 0, 1).float() / 127.5 - 1)
+    # the last row: the share of the stride recorded frames before the next frame that held each button
+    raw = data.clips.actions[index][start + K * stride - stride + 1:start + K * stride + 1]
+    torch.testing.assert_close(item["actions"][-1], action_bits(raw).mean(0))
+    assert len(data) == sum(len(data.clips.frames(i)) - K * stride for i in range(len(data.clips.files)))
+
+
+def test_a_folder_without_button_files_is_refused_naming_the_files(mario_clips, tmp_path):
+    for avi in sorted(mario_clips.glob("*.avi"))[:2]:
+        shutil.copy(avi, tmp_path / avi.name)
+    with pytest.raises(NoActionsError, match=sorted(mario_clips.glob("*.avi"))[0].name):
+        NextFrames(tmp_path, 2, (32, 32), 2, split="all", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_more_context_frames_than_a_clip_holds_is_a_clear_error(mario_clips, tmp_path):
+    with pytest.raises(NoDataError, match="context_frames=30 .* at least 61 recorded"), pytest.warns(UserWarning):
+        NextFrames(mario_clips, 30, (32, 32), 2, split="all", cache_dir=tmp_path, progress=False)  # 61 > 48
+
+
+# ------------------------------------------------------------------------------------------------ model
+def test_world_model_maps_frame_and_condition_to_a_velocity_of_the_frame():
+    model = tiny()
+    x, t, context = inputs()
+    assert model.conditions == ("context", "actions") and VideoUNet(preset("smoke")).conditions == ()
+    with torch.no_grad():
+        assert model(x, t, context=context, actions=bits(0x41)).shape == x.shape
+
+
+def test_buttons_change_the_output_unless_their_embedding_is_zeroed():
+    x, t, context = inputs()
+
+    def buttons_matter(model) -> bool:
+        with torch.no_grad():
+            run, stand = model(x, t, context=context, actions=bits(0x41)), model(x, t, context=context,
+                                                                                  actions=bits(0))
+        return (run - stand).abs().max().item() > 1e-4
+
+    assert buttons_matter(tiny())
+    deaf = tiny()
+    torch.nn.init.zeros_(deaf.world.action_embed[-1].weight)
+    torch.nn.init.zeros_(deaf.world.action_embed[-1].bias)
+    assert not buttons_matter(deaf)
+
+
+def test_context_noise_is_drawn_in_training_only():
+    x, t, context = inputs()
+    a = bits(0x41)
+    model = tiny(context_noise=0.5, play_noise=0.0)
+    with torch.no_grad():
+        quiet = model.eval()(x, t, context=context, actions=a)
+        assert torch.equal(quiet, model(x, t, context=context, actions=a))  # eval: nothing random
+        model.train()
+        torch.manual_seed(3)
+        noisy = model(x, t, context=context, actions=a)
+        torch.manual_seed(3)
+        assert torch.equal(noisy, model(x, t, context=context, actions=a))  # the global RNG decides
+        assert (noisy - quiet).abs().max() > 1e-3
+        model.world.context_noise = 0.0  # no noise to draw: training and eval agree
+        torch.testing.assert_close(model(x, t, context=context, actions=a), quiet)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(context=None), "world model"),
+    (dict(actions=torch.zeros(2, K, 8)), "actions must be"),
+    (dict(context=torch.zeros(2, 3, K + 1, 32, 32)), "context must be"),
+    (dict(x=torch.zeros(2, 3, 2, 32, 32)), "one frame at a time"),
+])
+def test_wrong_condition_shapes_are_refused(change, message):
+    x, t, context = inputs()
+    args = dict(x=x, context=context, actions=bits(0)) | change
+    with pytest.raises(ValueError, match=message):
+        tiny()(args.pop("x"), t, **args)
+    with pytest.raises(ValueError, match="unconditional"):
+        VideoUNet(preset("smoke"))(torch.zeros(1, 3, 4, 32, 32), 0.5, context=context[:1])
+
+
+@pytest.mark.parametrize("fields, message", [(dict(sequence_length=4), "sequence_length"),
+                                             (dict(play_noise=0.5, context_noise=0.1), "play_noise"),
+                                             (dict(context_frames=-1), "context_frames"),
+                                             (dict(prediction="velocity"), "frame_residual")])
+def test_config_refuses_world_settings_that_cannot_work(fields, message):
+    with pytest.raises(ValueError, match=message):
+        preset("world-smoke", **fields)
+
+
+def test_an_untrained_residual_world_model_repeats_the_last_frame():
+    model = VideoUNet(preset("world-smoke", play_noise=0.0))  # zero-init head: the change is 0
+    context = np.random.default_rng(0).integers(0, 256, (K, 32, 32, 3), dtype=np.uint8)
+    frames = rollout(model, context, np.zeros(K + 3, np.uint8))
+    assert all(np.array_equal(f, context[-1]) for f in frames)
+
+
+# ------------------------------------------------------------------------------------------------ rollout
+def test_rollout_has_the_asked_length_and_the_same_seed_gives_the_same_frames(data):
+    model = tiny()
+    context, real = recording_start(data.clips.root, model.cfg, clip=0, split="all")
+    assert context.shape == (K, 32, 32, 3) and context.dtype == np.uint8
+    actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 7))])
+    frames = rollout(model, context, actions, seed=1)
+    assert frames.shape == (7, 32, 32, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, rollout(model, context, actions, seed=1))
+    assert not np.array_equal(frames, rollout(model, context, actions, seed=2))
+    # stepping a World by hand makes the same frames as rollout
+    world = World(model, context, real[:K], seed=1)
+    assert np.array_equal(np.stack([world.step(0x41) for _ in range(7)]), frames)
+    assert np.array_equal(world.frames, frames[-K:])
+    batched = rollout(model, np.stack([context, context]), torch.stack([actions, actions]), seed=1)
+    assert batched.shape == (2, 7, 32, 32, 3)
+
+
+def test_rollout_refuses_bad_inputs():
+    model, context = tiny(), np.zeros((K, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="context must be"):
+        rollout(model, context[:1], np.zeros(K + 3, np.uint8))
+    with pytest.raises(ValueError, match="at least one frame"):
+        rollout(model, context, np.zeros(K, np.uint8))
+    with pytest.raises(ValueError, match="not a world model"):
+        rollout(VideoUNet(preset("smoke")), context, np.zeros(K + 3, np.uint8))
+    with pytest.raises(ValueError, match="unknown button"):
+        policy_actions("right+jump", 3)
+
+
+def test_policies_and_button_files(tmp_path):
+    assert buttons_byte("right+B") == 0x41 and buttons_byte("none") == 0
+    assert set(policy_actions("right+b", 5)) == {0x41}
+    random = policy_actions("random", 200, seed=4)
+    assert np.array_equal(random, policy_actions("random", 200, seed=4)) and len(set(random)) > 2
+    (tmp_path / "b.txt").write_text("right+b\n65  # a comment\n\nnone\n")
+    assert read_actions(tmp_path / "b.txt").tolist() == [0x41, 0x41, 0]
+
+
+# ------------------------------------------------------------------------------------------------ training, CLI
+def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tmp_path):
+    from mariofm.cli import main
+    from mariofm.train import CHECKPOINT, load_checkpoint, train
+
+    cfg = preset("world-smoke")
+    whole = train(cfg, mario_clips, tmp_path / "whole", steps=4, progress=False)
+    train(cfg, mario_clips, tmp_path / "split", steps=4, stop_at=2, progress=False)
+    split = train(None, mario_clips, tmp_path / "split", resume=True, progress=False)
+    a, b = load_checkpoint(whole / CHECKPOINT), load_checkpoint(split / CHECKPOINT)
+    for key in ("model", "ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resuming"
+    assert (whole / "rollout_epoch1.gif").is_file()
+    out = tmp_path / "r.gif"
+    assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
+                 "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
+    import imageio.v3 as iio
+    assert len(iio.imread(out, index=None)) == K + 5
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
+    from mariofm.metrics import scroll_stats
+    from mariofm.world_truth import game_branches
+
+    kwargs = dict(context_frames=2, size=(60, 64), frame_stride=2, horizon=12, buttons=("right+b", "none", "left"))
+    b = game_branches(1, seed=3, **kwargs)
+    assert b.context.shape == (1, 2, 60, 64, 3) and b.context_actions.shape == (1, 2, 8)
+    assert b.frames.shape == (1, 3, 12, 60, 64, 3) and b.camera.shape == (1, 3, 13)
+    assert np.array_equal(b.frames, game_branches(1, seed=3, **kwargs).frames)  # deterministic
+    assert (np.diff(b.camera, axis=-1) >= 0).all()  # the SMB camera never goes left
+    assert not np.array_equal(b.frames[0, 0], b.frames[0, 1])  # the buttons made a difference
+    # the frame-based scroll estimate agrees with the camera in RAM (64 of 256 pixels wide: a quarter)
+    for s in range(3):
+        est = scroll_stats(np.concatenate([b.context[:, -1:], b.frames[:, s]], axis=1))["shift"].sum()
+        assert abs(est - (b.camera[0, s, -1] - b.camera[0, s, 0]) / 4) <= 3
+
+
+def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
+    from mariofm.world_eval import held_out_starts, horizon_scores, psnr
+
+    model = tiny()
+    scores = horizon_scores(model, mario_clips, num=3, horizons=(1, 4), seed=0)
+    context, _, real = held_out_starts(model.cfg, mario_clips, 4, 3, seed=0)
+    assert scores["starts"] == 3
+    assert scores["h4"]["baseline_psnr_mean"] == pytest.approx(psnr(context[:, -1], real[:, 3]).mean())
+    assert psnr(real[:, 0], real[:, 0]).tolist() == [60.0] * 3  # identical frames: the cap, not infinity
+    assert scores["h1"]["psnr_mean"] < scores["h1"]["baseline_psnr_mean"]  # an untrained model is worse
+
+
+# ------------------------------------------------------------------------------------------------ the shipped model
+def test_the_shipped_world_model_matches_its_card_and_plays():
+    import hashlib
+    import json
+
+    from mariofm.checkpoint import WORLD_SHIPPED, load_model
+
+    card = json.loads(WORLD_SHIPPED.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(WORLD_SHIPPED.read_bytes()).hexdigest()
+    assert WORLD_SHIPPED.stat().st_size < 20 * 2**20
+    assert {"horizons", "buttons", "stability"} <= card["evaluate"].keys() and "button_share_of_recorded_frames" in \
+        card["data"]
+    model, cfg = load_model(WORLD_SHIPPED)
+    assert model.conditions == ("context", "actions") and cfg.to_dict() == card["config"]
+    context = np.zeros((cfg.context_frames, cfg.video_height, cfg.video_width, 3), np.uint8)
+    frames = rollout(model, context, policy_actions("right+b", cfg.context_frames + 2), seed=0)
+    assert frames.shape == (2, cfg.video_height, cfg.video_width, 3)
