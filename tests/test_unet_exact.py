@@ -255,7 +255,7 @@ def _filled(cfg: Config) -> VideoUNet:
 
 
 FINGERPRINTS = {  # measured at 7eb49b1 (torch 2.13, float64): mean, mean square, v[1, :, 2, 5, 3:7]
-    "cpu": (preset("cpu"), 0.13296418653247413, 0.15952486830914367, [
+    "cpu, velocity": (preset("cpu", prediction="velocity"), 0.13296418653247413, 0.15952486830914367, [
         -0.026012514873, 0.606813063972, -0.165143276866, 0.601241426626, 0.315079268188, -0.675414823612,
         0.369719691214, -0.743248627744, -0.039095469058, 0.119588449879, -0.038452698622, 0.153361876928]),
     "3d+attention+x0": (preset("smoke", conv="3d", temporal_attention=True, prediction="x0", base_ch=32),
