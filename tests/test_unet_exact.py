@@ -14,6 +14,7 @@ from mariofm.config import Config, preset
 from mariofm.unet import (
     Conv3DBlock,
     Down3D,
+    FrameConv,
     Residual3DBlock,
     TemporalAttention,
     TemporalConv,
@@ -279,3 +280,38 @@ def test_the_architecture_computes_what_checkpoints_were_trained_with(name):
     assert v.mean().item() == pytest.approx(mean, rel=1e-6)
     assert v.square().mean().item() == pytest.approx(mean_square, rel=1e-6)
     assert v[1, :, 2, 5, 3:7].flatten().tolist() == pytest.approx(values, rel=1e-6, abs=1e-9)
+
+
+# --- per-frame convolutions and the world model's input ------------------------------------------------------
+def test_2d_convs_compute_exactly_what_their_conv3d_does():
+    torch.manual_seed(0)
+    model = _perturbed(preset("smoke", conv="2d")).eval()
+    frame_convs = [m for m in model.modules() if type(m) is FrameConv]
+    assert frame_convs and not any(isinstance(m, TemporalConv) for m in model.modules())
+    x = _randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        out = model(x, 0.5)
+        for m in frame_convs:
+            m.__class__ = nn.Conv3d  # the same weights through torch's own 3D convolution
+        torch.testing.assert_close(model(x, 0.5), out, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unconditional_model_refuses_conditions():
+    with pytest.raises(ValueError, match=r"^this model is unconditional \(context_frames=0\): it takes no context "
+                                         r"or actions$"):
+        VideoUNet(preset("smoke"))(_randn(1, 3, 4, 32, 32), 0.5, context=_randn(1, 3, 2, 32, 32))
+
+
+def test_a_world_model_predicts_the_last_context_frame_plus_a_change():
+    """frame_residual: x̂0 = last context frame + the head's output, so the untrained world model (zero head)
+    returns the velocity towards the last context frame, v = (x_t − last) / max(t, t_min)."""
+    cfg = preset("world-smoke")
+    model = VideoUNet(cfg).eval()
+    assert model.conditions == ("context", "actions")
+    x, context = _randn(2, 3, 1, 32, 32), _randn(2, 3, cfg.context_frames, 32, 32, seed=1)
+    actions = torch.zeros(2, cfg.context_frames + 1, 8)
+    t = torch.tensor([0.5, 0.02])
+    with torch.no_grad():
+        v = model(x, t, context=context, actions=actions)
+    last = context[:, :, -1:]
+    torch.testing.assert_close(v, (x - last) / torch.tensor([0.5, cfg.t_min]).view(2, 1, 1, 1, 1))
