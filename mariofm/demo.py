@@ -49,13 +49,15 @@ SCORES = (("FD-3D (video)", "video_fd"), ("FD (frames)", "frame_fd"), ("palette 
           ("scroll residual, x real", "residual_ratio"))
 
 
-def score_table(models: dict[str, str | Path | None], data: str | Path, num: int = 16, seed: int = 0) -> str:
-    """`evaluate` each model (None: the shipped one) on the same `num` held-out clips with the same noise, and
-    lay the scores out beside the real-vs-real floor: what real footage scores on each metric at this N."""
+def score_table(models: dict[str, str | Path | None], data: str | Path, num: int = 16, seed: int = 0,
+                steps: int | None = None) -> str:
+    """`evaluate` each model (None: the shipped one) on the same `num` held-out clips with the same noise (and
+    `steps` sampling steps, default each model's own), and lay the scores out beside the real-vs-real floor:
+    what real footage scores on each metric at this N."""
     from mariofm.evaluate import evaluate
 
-    reports = {name: evaluate(ckpt, data, num=num, seed=seed, bpd_clips=0, bootstrap=0, progress=False)["metrics"]
-               for name, ckpt in models.items()}
+    reports = {name: evaluate(ckpt, data, num=num, steps=steps, seed=seed, bpd_clips=0, bootstrap=0,
+                              progress=False)["metrics"] for name, ckpt in models.items()}
     floor = next(iter(reports.values()))  # the floor depends on the data and N only, not on the model
     columns = {**reports, "real clips (floor)": {"video_fd": floor["video_fd_floor"],
                                                  "frame_fd": floor["frame_fd_floor"], "in_palette": 1.0,
@@ -106,7 +108,7 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
     print("\nscores on 16 held-out clips, same noise (lower is better but for palette fidelity; `python -m mariofm "
           "evaluate` scores more):")
     models = {"this demo's model": checkpoint, "shipped model": None} if checkpoint else {"shipped model": None}
-    table = score_table(models, data, num=16, seed=seed)
+    table = score_table(models, data, num=16, seed=seed, steps=steps)
     print(table)
     return dict(files=[str(p) for p in made], generate=info, scores=table)
 
@@ -122,7 +124,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--frames", type=positive_int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=8, help="videos to generate")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample_steps)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps of the videos and the scores (default: the model's sample_steps)")
     p.set_defaults(func=_cli)
 
 

@@ -186,6 +186,7 @@ def test_a_tiny_demo_records_trains_and_generates_from_its_own_model(tmp_path, c
     assert state["step"] >= 1 and state["budget"] == [None, None, 0.05]
     assert [r for r in read_metrics(out / "run") if "loss" in r]
     assert (out / "generated" / "generated_videos_grid.mp4").exists() and str(out / "run" / "loss_curve.png") in text
+    assert "this demo's model" in text and "shipped model" in text and "real clips (floor)" in text  # the scores
 
 
 def test_demo_refuses_an_empty_budget(mario_clips, tmp_path, capsys):
