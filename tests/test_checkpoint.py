@@ -180,6 +180,23 @@ def test_a_resumed_log_drops_the_rows_after_its_checkpoint(tmp_path):
     assert read_metrics(path) == []
 
 
+def test_clips_per_second_count_the_clips_since_the_last_row(tmp_path, monkeypatch):
+    clock = iter([100.0, 103.0, 103.0, 104.0, 104.0])  # the log starts at 100 s; rows at 103 s and 104 s
+    monkeypatch.setattr("mariofm.runlog.time.perf_counter", lambda: next(clock))
+    log = MetricsLog(tmp_path / "m.jsonl", every=2)
+    rows = [log.add(step, 1, 1e-3, torch.tensor([0.5, 0.6]), torch.tensor([1.0, 1.0]), elapsed=step)
+            for step in (1, 2, 3, 4)]
+    log.close()
+    assert rows[0] is None and rows[1]["clips_per_s"] == 4 / 3 and rows[3]["clips_per_s"] == 4 / 1
+    assert [r["clips_per_s"] for r in read_metrics(tmp_path / "m.jsonl")] == [4 / 3, 4.0]
+
+
+def test_read_metrics_of_a_run_folder_reads_its_metrics_file(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n\n{"step": 2, "val_loss": 0.4}\n')
+    assert read_metrics(tmp_path) == read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "loss": 0.5}, {"step": 2, "val_loss": 0.4}]
+
+
 def test_a_log_without_a_path_writes_nothing(tmp_path):
     log = MetricsLog(None, every=1)
     row = log.add(1, 1, 1e-3, torch.tensor([0.5]), torch.tensor([2.0]), elapsed=1.0)

@@ -147,6 +147,35 @@ def test_old_field_names_still_load():
     assert Config.from_dict(old) == Config(recompute_activations=True)
 
 
+@pytest.mark.parametrize("changes, text", [
+    (dict(context_frames=-1), "config field context_frames=-1 must be an integer >= 0 (0: unconditional video model; "
+                              "e.g. 4 for a world model)"),
+    (dict(context_frames=2.0), "config field context_frames=2.0 must be an integer >= 0 (0: unconditional video "
+                               "model; e.g. 4 for a world model)"),
+    (dict(play_noise=0.2, context_noise=0.1), "config fields play_noise=0.2 and context_noise=0.1 must satisfy "
+     "0 <= play_noise <= context_noise: the model only knows the noise levels it saw in training (e.g. "
+     "context_noise=0.1, play_noise=0.02)"),
+    (dict(play_noise=-0.01), "config fields play_noise=-0.01 and context_noise=0.1 must satisfy 0 <= play_noise <= "
+     "context_noise: the model only knows the noise levels it saw in training (e.g. context_noise=0.1, "
+     "play_noise=0.02)"),
+    (dict(frame_residual=True, prediction="x0"), "config field frame_residual=True needs a world model with "
+     "x0-prediction: set context_frames > 0 and prediction='x0' (or frame_residual=False)"),
+    (dict(frame_residual=True, context_frames=2, sequence_length=1), "config field frame_residual=True needs a "
+     "world model with x0-prediction: set context_frames > 0 and prediction='x0' (or frame_residual=False)"),
+    (dict(context_frames=2, sequence_length=4), "config field sequence_length=4 must be 1 when context_frames=2: a "
+     "world model predicts one frame at a time"),
+])
+def test_world_model_settings_that_cannot_work(changes, text):
+    with pytest.raises(ValueError, match=message(text)):
+        Config(**changes)
+
+
+def test_world_model_settings_at_their_limits_work():
+    Config(play_noise=0.0, context_noise=0.0)  # no context noise at all
+    Config(play_noise=0.1, context_noise=0.1)  # play with the most noise training saw
+    Config(context_frames=2, sequence_length=1, prediction="x0", frame_residual=True)
+
+
 def test_validate_checks_a_config_changed_after_construction():
     cfg = preset("smoke")
     cfg.base_ch = 0

@@ -166,7 +166,10 @@ def test_out_of_memory_suggests_the_next_grad_accum_that_divides_the_batch():
                         "of 3 clips whose gradients add up to the same step), or a smaller --set batch_size=..., "
                         "or --set recompute_activations=true")
     single = out_of_memory(preset("smoke", batch_size=2, grad_accum=2), Dist(), CPU)
-    assert "grad_accum" not in str(single) and "micro-batches of 1 clips" in str(single)
+    assert str(single) == ("cpu ran out of memory on micro-batches of 1 clips. Try a smaller --set batch_size=..., "
+                           "or --set recompute_activations=true")
+    prime = out_of_memory(preset("smoke", batch_size=3), Dist(), CPU)  # only the whole batch divides it
+    assert "--set grad_accum=3 (micro-batches of 1 clips" in str(prime)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -288,6 +288,7 @@ def test_2d_convs_compute_exactly_what_their_conv3d_does():
     model = _perturbed(preset("smoke", conv="2d")).eval()
     frame_convs = [m for m in model.modules() if type(m) is FrameConv]
     assert frame_convs and not any(isinstance(m, TemporalConv) for m in model.modules())
+    assert not any(type(m) is nn.Conv3d for m in model.modules())  # every 1 x k x k conv runs as a 2D conv
     x = _randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         out = model(x, 0.5)
@@ -307,7 +308,8 @@ def test_a_world_model_predicts_the_last_context_frame_plus_a_change():
     returns the velocity towards the last context frame, v = (x_t − last) / max(t, t_min)."""
     cfg = preset("world-smoke")
     model = VideoUNet(cfg).eval()
-    assert model.conditions == ("context", "actions")
+    assert model.conditions == ("context", "actions") and model.cfg is cfg
+    assert VideoUNet(preset("smoke")).conditions == ()
     x, context = _randn(2, 3, 1, 32, 32), _randn(2, 3, cfg.context_frames, 32, 32, seed=1)
     actions = torch.zeros(2, cfg.context_frames + 1, 8)
     t = torch.tensor([0.5, 0.02])
@@ -315,3 +317,21 @@ def test_a_world_model_predicts_the_last_context_frame_plus_a_change():
         v = model(x, t, context=context, actions=actions)
     last = context[:, :, -1:]
     torch.testing.assert_close(v, (x - last) / torch.tensor([0.5, cfg.t_min]).view(2, 1, 1, 1, 1))
+
+
+def test_the_world_model_computes_what_checkpoints_were_trained_with():
+    """The fingerprint of the world-smoke net (context stacked on x_t, buttons and noise level in the embedding,
+    frame residual, x0-prediction), filled by name as above; measured at this commit's parent (torch 2.13)."""
+    cfg = preset("world-smoke")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 1, 32, 32, generator=g, dtype=torch.float64)
+    context = torch.randn(2, 3, cfg.context_frames, 32, 32, generator=g, dtype=torch.float64)
+    actions = (torch.rand(2, cfg.context_frames + 1, 8, generator=g) > 0.5).double()
+    with torch.no_grad():
+        v = _filled(cfg)(x, torch.tensor([0.3, 0.8], dtype=torch.float64), context=context, actions=actions)
+    assert v.mean().item() == pytest.approx(-0.5020069918732397, rel=1e-6)
+    assert v.square().mean().item() == pytest.approx(13.663806119044603, rel=1e-6)
+    assert v[1, :, 0, 5, 3:7].flatten().tolist() == pytest.approx([
+        -0.441354949643, -2.970089909659, 0.097994039186, -1.158941145335, -1.797300120062, 2.180261271993,
+        -1.972037719407, 3.197045699112, -0.189542409976, 0.8511843761, -2.355960173911, 0.366483132722],
+        rel=1e-6, abs=1e-9)
