@@ -1,0 +1,219 @@
+"""World model speed: generated frames per second of the model alone and of the whole play loop, and where a
+frame's time goes.
+
+    python benchmarks/world_speed.py                           # the shipped world model, on the CPU
+    python benchmarks/world_speed.py --checkpoint runs/world   # a run folder, .pt or .safetensors
+    python benchmarks/world_speed.py --preset world-gpu        # untrained weights of a preset (speed only), e.g.
+                                                               # 240x256 on a GPU
+    python benchmarks/world_speed.py --quick --data <clips>    # a tiny untrained world-smoke net, few frames
+
+Every frame starts from real recorded frames (the context of `--clip` of `--data`) and is made as in play
+(mariofm.rollout.World.step at batch 1): play_noise on the K context frames, `steps` Euler steps of the net, the
+frame rounded to 8 bits, the context shifted. Rows:
+
+    model alone   World.step with the held buttons, for several step counts; the model's own (as played) is marked
+    play loop     mariofm.play.Player.tick: World.step + nearest-neighbour upscale + PNG/JPEG encoding, the whole
+                  kernel-side work of one frame of notebook 06; `PlayUI tick` adds the widgets' trait updates
+                  (label, image, timer interval) through the very callback the browser's timer drives
+
+Times are medians over `--frames` frames after `--warmup` untimed ones. The breakdown splits one played frame into
+net calls (one batch-1 forward, timed alone, times NFE), the rest of World.step (noise draws, the sampler's
+arithmetic, rounding, shifting the context), upscaling and encoding; and lists the torch operators that take the
+net's time (torch.profiler, self CPU time). Not measured: sending the image to the browser and painting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+
+import torch
+from harness import header, pick_device, sync, table
+
+from mariofm.config import preset
+from mariofm.generate import WORLD_SHIPPED, load_model
+from mariofm.play import Player, PlayUI, encode, upscale
+from mariofm.rollout import World, recording_start
+from mariofm.sample import nfe
+from mariofm.unet import VideoUNet, count_parameters
+
+BUTTONS = 0x41  # right + B held throughout: the commonest buttons in the recordings
+
+
+class FoldedConv2d(torch.nn.Module):
+    """A Conv3d whose kernel is 1 frame deep, run as a Conv2d on (B·T, C, H, W): the same weights and sums. On CPU
+    torch runs 1xkxk Conv3d through its slow im2col path and Conv2d through oneDNN (as TemporalConv in
+    mariofm.unet does for the temporal conv)."""
+
+    def __init__(self, conv: torch.nn.Conv3d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        c3 = self.conv
+        y = torch.nn.functional.conv2d(x.transpose(1, 2).reshape(b * t, c, h, w), c3.weight[:, :, 0], c3.bias,
+                                       c3.stride[1:], c3.padding[1:])
+        return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def fold_convs(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` with every Conv3d of kernel depth 1 replaced by its FoldedConv2d."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.Conv3d) and child.kernel_size[0] == 1:
+                setattr(parent, name, FoldedConv2d(child))
+    return module
+
+
+def timed(fn, n: int, warmup: int, device: torch.device) -> float:
+    """Median seconds of fn() over n calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(n):
+        begin = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def net_inputs(model: torch.nn.Module, device: torch.device) -> tuple:
+    """One batch-1 call's inputs: a noisy frame, t, K context frames and the button bits, as World.step makes."""
+    cfg, g = model.cfg, torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 1, cfg.video_height, cfg.video_width, generator=g).to(device)
+    context = (torch.rand(1, 3, cfg.context_frames, cfg.video_height, cfg.video_width, generator=g) * 2 - 1).to(device)
+    bits = torch.zeros(1, cfg.context_frames + 1, 8, device=device)
+    bits[..., [0, 6]] = 1  # right + B
+    return x, torch.full((1,), 0.5, device=device), context, bits
+
+
+def top_ops(model: torch.nn.Module, inputs: tuple, calls: int) -> list[dict]:
+    """The operators of `calls` net forwards by self CPU time (torch.profiler), with their share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, t, context, bits = inputs
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            model(x, t, context=context, actions=bits)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [dict(op=e.key, ms=e.self_cpu_time_total / 1e3 / calls, share=e.self_cpu_time_total / total)
+            for e in events[:8]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--checkpoint", default=None, help=f"world model (default: {WORLD_SHIPPED})")
+    parser.add_argument("--preset", default=None, help="instead: untrained weights of this world preset")
+    parser.add_argument("--data", default="data_video/mario", help="recordings to take the real start from")
+    parser.add_argument("--clip", type=int, default=0, help="which recording (split 'all')")
+    parser.add_argument("--frames", type=int, default=60, help="timed frames per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
+    parser.add_argument("--steps", type=int, nargs="*", default=[1, 2, 4, 8], help="step counts of the model rows")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="a tiny untrained world-smoke net, 4 frames per row")
+    args = parser.parse_args()
+    if args.quick:
+        args.preset, args.frames, args.warmup, args.steps = args.preset or "world-smoke", 4, 1, [1, 2]
+    torch.set_num_threads(args.threads)
+    dev, load0 = pick_device(args.device), os.getloadavg()
+    if args.preset:
+        cfg = preset(args.preset)
+        if not cfg.context_frames:
+            parser.error(f"--preset {args.preset} is not a world preset; use world-smoke, world-cpu or world-gpu")
+        torch.manual_seed(cfg.seed)
+        model = VideoUNet(cfg).to(dev).eval()
+        source = f"untrained {args.preset} weights (speed does not depend on them)"
+    else:
+        path = args.checkpoint or WORLD_SHIPPED
+        model, cfg = load_model(path, device=dev)
+        source = str(path)
+    context, actions = recording_start(args.data, cfg, args.clip, split="all")
+    start = (context, actions[:cfg.context_frames])
+    played = (cfg.sample_steps, cfg.solver)
+
+    rows = []
+    for steps in sorted(set(args.steps) | {cfg.sample_steps}):
+        print(f"model alone, {steps} steps ...", file=sys.stderr, flush=True)
+        world = World(model, *start, steps=steps, solver=cfg.solver, seed=0)
+        s = timed(lambda world=world: world.step(BUTTONS), args.frames, args.warmup, dev)
+        mark = " (as played)" if (steps, cfg.solver) == played else ""
+        rows.append(dict(what=f"model alone{mark}", steps=f"{cfg.solver} {steps}", nfe=nfe(steps, cfg.solver),
+                         ms=1e3 * s, fps=1 / s))
+    # what-if: the same net with its 1x3x3 Conv3d layers run as Conv2d (same weights, same sums)
+    folded = fold_convs(model)
+    x, t, ctx, bits = inputs = net_inputs(model, dev)
+    with torch.no_grad():
+        fold_diff = (folded(x, t, context=ctx, actions=bits) - model(x, t, context=ctx, actions=bits)).abs().max()
+    world = World(folded, *start, seed=0)
+    s = timed(lambda: world.step(BUTTONS), args.frames, args.warmup, dev)
+    rows.append(dict(what="model alone, 1x3x3 Conv3d run as Conv2d (what-if)", steps=f"{cfg.solver} {cfg.sample_steps}",
+                     nfe=nfe(*played), ms=1e3 * s, fps=1 / s))
+    loops = {}
+    for fmt, zoom in (("png", 4), ("jpeg", 4), ("png", 1)):
+        print(f"play loop, {fmt} x{zoom} ...", file=sys.stderr, flush=True)
+        player = Player(model, *start, zoom=zoom, fmt=fmt)
+        player.hold("right"), player.hold("b")
+        loops[fmt, zoom] = s = timed(player.tick, args.frames, args.warmup, dev)
+        rows.append(dict(what=f"play loop: step + x{zoom} + {fmt.upper()}", steps=f"{cfg.solver} {cfg.sample_steps}",
+                         nfe=nfe(*played), ms=1e3 * s, fps=1 / s, kb=len(player.tick()) / 1e3))
+    print("PlayUI tick ...", file=sys.stderr, flush=True)
+    ui = PlayUI(Player(model, *start))
+    ui.buttons["right"].value = ui.buttons["b"].value = True
+
+    def ui_tick() -> None:
+        ui.play.value += 1
+
+    s = timed(ui_tick, args.frames, args.warmup, dev)
+    rows.append(dict(what="PlayUI tick (play loop + widget updates)", steps=f"{cfg.solver} {cfg.sample_steps}",
+                     nfe=nfe(*played), ms=1e3 * s, fps=1 / s, kb=len(ui.image.value) / 1e3))
+
+    # one played frame, part by part
+    print("breakdown ...", file=sys.stderr, flush=True)
+    with torch.no_grad():
+        call = timed(lambda: model(x, t, context=ctx, actions=bits), args.frames, args.warmup, dev)
+    world = World(model, *start, seed=0)
+    step = timed(lambda: world.step(BUTTONS), args.frames, args.warmup, dev)
+    frame = world.step(BUTTONS)
+    big = upscale(frame, 4)
+    n = nfe(*played)
+    parts = [(f"net calls: {n} x {1e3 * call:.1f} ms", n * call),
+             ("rest of World.step: noise, sampler arithmetic, rounding, context shift", max(step - n * call, 0.0)),
+             ("upscale x4 (nearest)", timed(lambda: upscale(frame, 4), args.frames, args.warmup, dev)),
+             ("encode PNG (240x256 when x4)", timed(lambda: encode(big, "png"), args.frames, args.warmup, dev))]
+    total = sum(s for _, s in parts)
+    parts_rows = [dict(part=p, ms=1e3 * s, share=s / total) for p, s in parts]
+    ops = top_ops(model, inputs, max(2, args.frames // 4)) if dev.type == "cpu" else []
+
+    goal = next(r for r in rows if r["what"].endswith("(as played)"))
+    note = (f"Model: {source}, {count_parameters(model) / 1e6:.2f}M parameters, {cfg.video_height}x{cfg.video_width}, "
+            f"K={cfg.context_frames}, played with {cfg.solver} {cfg.sample_steps} steps; start: clip {args.clip} of "
+            f"{args.data}; buttons right + B; medians of {args.frames} frames after {args.warmup} warm-up. The what-if "
+            f"row's net differs from the model's by at most {fold_diff:.1e} (float rounding)")
+    print("\n" + header("World model speed: model alone and the play loop", dev, load0, note))
+    print(table(rows, [("what", "what", "s"), ("steps", "solver, steps", "s"), ("nfe", "NFE", "d"),
+                       ("ms", "ms/frame", ".1f"), ("fps", "frames/s", ".1f"), ("kb", "image kB", ".1f")]))
+    print(f"\nModel alone as played: {goal['fps']:.1f} frames/s (goal >= 15 on 2 CPU cores); play loop (x4 PNG): "
+          f"{1 / loops['png', 4]:.1f} frames/s; the notebook's timer asks for {cfg.fps} frames/s.\n")
+    print(table(parts_rows, [("part", "one played frame, part by part", "s"), ("ms", "ms", ".2f"),
+                             ("share", "share", ".0%")]))
+    if ops:
+        print()
+        print(table(ops, [("op", "torch operator (net forward)", "s"), ("ms", "ms/call", ".2f"),
+                          ("share", "share of self CPU", ".0%")]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
