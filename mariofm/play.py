@@ -181,7 +181,9 @@ class PlayUI:
         self.play.observe(self.on_tick, "value")
         self.reset_button = widgets.Button(description="reset", icon="undo", tooltip="back to the real start frame")
         self.reset_button.on_click(self.on_reset)
-        self.image = widgets.Image(value=player.render(player.frame), format=player.fmt)
+        h, w = (player.zoom * n for n in player.frame.shape[:2])  # a fixed size: a VBox would stretch it
+        self.image = widgets.Image(value=player.render(player.frame), format=player.fmt,
+                                   layout=widgets.Layout(width=f"{w}px", height=f"{h}px"))
         self.label = widgets.Label(player.status())
         self.error = widgets.HTML()  # a failure shows here, in the widget, and stops the timer
         self.box = widgets.VBox([self.image, widgets.HBox([self.play, *self.buttons.values(), self.reset_button]),
