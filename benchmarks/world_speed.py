@@ -16,10 +16,11 @@ frame rounded to 8 bits, the context shifted. Rows:
                   kernel-side work of one frame of notebook 06; `PlayUI tick` adds the widgets' trait updates
                   (label, image, timer interval) through the very callback the browser's timer drives
 
-Times are medians over `--frames` frames after `--warmup` untimed ones. The breakdown splits one played frame into
-net calls (one batch-1 forward, timed alone, times NFE), the rest of World.step (noise draws, the sampler's
-arithmetic, rounding, shifting the context), upscaling and encoding; and lists the torch operators that take the
-net's time (torch.profiler, self CPU time). Not measured: sending the image to the browser and painting it.
+Times are medians over `--frames` frames after `--warmup` untimed ones. The breakdown splits the same played
+frames into the net's forward calls (timed by forward hooks inside World.step), the rest of World.step (noise
+draws, the sampler's arithmetic, rounding, shifting the context), upscaling and encoding; and lists the torch
+operators that take the net's time (torch.profiler, self CPU time). Not measured: sending the image to the
+browser and painting it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,43 @@ def net_inputs(model: torch.nn.Module, device: torch.device) -> tuple:
     bits = torch.zeros(1, cfg.context_frames + 1, 8, device=device)
     bits[..., [0, 6]] = 1  # right + B
     return x, torch.full((1,), 0.5, device=device), context, bits
+
+
+def breakdown(model: torch.nn.Module, start: tuple, played: tuple[int, str], frames: int, warmup: int,
+              device: torch.device) -> list[tuple[str, float]]:
+    """One played frame, part by part, all measured on the same frames: the net's forward calls (timed by hooks
+    inside World.step), the rest of World.step, the x4 upscale and the PNG encoding. Medians in seconds."""
+    marks, calls = [], []
+
+    def before(*_) -> None:
+        sync(device)
+        marks.append(time.perf_counter())
+
+    def after(*_) -> None:
+        sync(device)
+        calls.append(time.perf_counter() - marks.pop())
+
+    hooks = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
+    world, rows = World(model, *start, steps=played[0], solver=played[1], seed=0), []
+    try:
+        for i in range(warmup + frames):
+            calls.clear()
+            t0 = time.perf_counter()
+            frame = world.step(BUTTONS)
+            t1 = time.perf_counter()
+            big = upscale(frame, 4)
+            t2 = time.perf_counter()
+            encode(big, "png")
+            t3 = time.perf_counter()
+            if i >= warmup:
+                rows.append((sum(calls), t1 - t0 - sum(calls), t2 - t1, t3 - t2, len(calls)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    net, rest, up, png, n = (statistics.median(column) for column in zip(*rows))
+    return [(f"net forward calls ({n:.0f} per frame)", net),
+            ("rest of World.step: noise draws, sampler arithmetic, rounding, context shift", rest),
+            ("upscale x4 (nearest)", up), ("encode PNG (x4: 240x256 for 60x64 frames)", png)]
 
 
 def top_ops(model: torch.nn.Module, inputs: tuple, calls: int) -> list[dict]:
@@ -181,17 +219,7 @@ def main() -> int:
 
     # one played frame, part by part
     print("breakdown ...", file=sys.stderr, flush=True)
-    with torch.no_grad():
-        call = timed(lambda: model(x, t, context=ctx, actions=bits), args.frames, args.warmup, dev)
-    world = World(model, *start, seed=0)
-    step = timed(lambda: world.step(BUTTONS), args.frames, args.warmup, dev)
-    frame = world.step(BUTTONS)
-    big = upscale(frame, 4)
-    n = nfe(*played)
-    parts = [(f"net calls: {n} x {1e3 * call:.1f} ms", n * call),
-             ("rest of World.step: noise, sampler arithmetic, rounding, context shift", max(step - n * call, 0.0)),
-             ("upscale x4 (nearest)", timed(lambda: upscale(frame, 4), args.frames, args.warmup, dev)),
-             ("encode PNG (240x256 when x4)", timed(lambda: encode(big, "png"), args.frames, args.warmup, dev))]
+    parts = breakdown(model, start, played, args.frames, args.warmup, dev)
     total = sum(s for _, s in parts)
     parts_rows = [dict(part=p, ms=1e3 * s, share=s / total) for p, s in parts]
     ops = top_ops(model, inputs, max(2, args.frames // 4)) if dev.type == "cpu" else []

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 from IPython.display import Image, display
 
-from mariofm.conditioning import action_bits, buttons_byte
+from mariofm.conditioning import BUTTONS, action_bits, buttons_byte
 from mariofm.config import preset
 from mariofm.data import find_videos
 from mariofm.generate import WORLD_SHIPPED, load_model
@@ -151,6 +151,16 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = (x_t - \hat x_0)/\max(t, t_{min})$. The next frame is mostly the last one shifted by a pixel or two, an
 #   easy target in pixel space; so few steps suffice that the world presets play with 4 Euler steps.
 #
+# The buttons as the model sees them: one bit per button of the NES controller byte, in the order of
+# `mariofm.conditioning.BUTTONS` (a recorded frame's byte is stored in `<clip>.actions.npy`):
+
+# %% tags=["nbval-check-output"]
+print("bit order:", ", ".join(BUTTONS))
+for name in ("none", "right", "right+b", "left+a", "right+b+a"):
+    byte = buttons_byte(name)
+    print(f"{name:>9}: byte 0x{byte:02x} -> bits {action_bits(np.uint8(byte)).int().tolist()}")
+
+# %% [markdown]
 # One step, from a held-out recording: its K real frames, the real next frame, and what the model makes from the
 # same context with the real buttons and with others held.
 
