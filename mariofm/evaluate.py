@@ -1,6 +1,7 @@
 """`python -m mariofm evaluate`: score a model against held-out real gameplay with weight-free metrics.
 
     python -m mariofm evaluate --checkpoint runs/cpu/video_model.pt --data data_video/mario --num 64 --out metrics.json
+    python -m mariofm evaluate --world --checkpoint runs/world --data data_video/mario   # a world model: world_eval.py
 
 Samples N clips and compares them with N held-out real clips at the model's resolution, with a second, disjoint
 real set beside every distance as the real-vs-real floor (what a perfect model would score at this N). Adds the
@@ -46,6 +47,9 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, 
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, cfg = load_model(checkpoint, device=dev)
+    if cfg.context_frames:
+        raise ValueError(f"{checkpoint} is a world model (context_frames={cfg.context_frames}): evaluate it with "
+                         "`python -m mariofm evaluate --world`")
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
     real, floor = held_out_sets(cfg, data, num, seed)
     num = min(len(real), len(floor))  # a small data set may hold fewer windows than asked for
@@ -100,12 +104,27 @@ def add_cli(subparsers) -> None:
     p.add_argument("--bpd-clips", type=int, default=2, help="validation clips for bits/dim (0: skip)")
     p.add_argument("--bpd-steps", type=int, default=8, help="Heun steps of the likelihood ODE")
     p.add_argument("--probes", type=int, default=1, help="Hutchinson probes for the divergence")
+    p.add_argument("--world", action="store_true",
+                   help="evaluate a world model (mariofm.world_eval): horizons, buttons against the real game, "
+                        "stability; --num is then the held-out starts")
+    p.add_argument("--pairs", type=int, default=32, help="--world: moments of real play for the button test")
+    p.add_argument("--long", type=int, default=8, help="--world: 300-frame rollouts for the stability test")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
+    if args.world:
+        from mariofm.world_eval import evaluate_world, print_world_table, write_report
+
+        report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
+                                seed=args.seed, steps=args.steps, solver=args.solver, device=args.device)
+        print_world_table(report)
+        if args.out:
+            write_report(report, args.out)
+            print(f"wrote {args.out}")
+        return 0
     report = evaluate(args.checkpoint, args.data, num=args.num, steps=args.steps, solver=args.solver,
                       seed=args.seed, bpd_clips=args.bpd_clips, bpd_steps=args.bpd_steps, probes=args.probes,
                       device=args.device)

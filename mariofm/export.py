@@ -57,13 +57,16 @@ def add_cli(subparsers) -> None:
     p.add_argument("--metrics", default=None, help="an `evaluate --out` JSON to put in the card")
     p.add_argument("--note", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra card entries, e.g. data_command='python -m mariofm record ...'")
+    p.add_argument("--notes-json", default=None, metavar="FILE",
+                   help="a JSON object of extra card entries (e.g. a world model's button shares)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
     if bad := [pair for pair in args.note if "=" not in pair]:
         raise ValueError(f"--note {bad[0]!r}: write notes as key=value")
-    notes = dict(pair.split("=", 1) for pair in args.note)
+    notes = json.loads(Path(args.notes_json).read_text()) if args.notes_json else {}
+    notes.update(pair.split("=", 1) for pair in args.note)
     card = export(args.run, args.out, metrics=args.metrics, notes=notes)
     print(f"wrote {args.out} ({card['size_mb']} MB) and {Path(args.out).with_suffix('.json')}")
     return 0

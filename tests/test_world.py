@@ -193,3 +193,33 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
                  "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
     import imageio.v3 as iio
     assert len(iio.imread(out, index=None)) == K + 5
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
+    from mariofm.metrics import scroll_stats
+    from mariofm.world_truth import game_branches
+
+    kwargs = dict(context_frames=2, size=(60, 64), frame_stride=2, horizon=12, buttons=("right+b", "none", "left"))
+    b = game_branches(1, seed=3, **kwargs)
+    assert b.context.shape == (1, 2, 60, 64, 3) and b.context_actions.shape == (1, 2, 8)
+    assert b.frames.shape == (1, 3, 12, 60, 64, 3) and b.camera.shape == (1, 3, 13)
+    assert np.array_equal(b.frames, game_branches(1, seed=3, **kwargs).frames)  # deterministic
+    assert (np.diff(b.camera, axis=-1) >= 0).all()  # the SMB camera never goes left
+    assert not np.array_equal(b.frames[0, 0], b.frames[0, 1])  # the buttons made a difference
+    # the frame-based scroll estimate agrees with the camera in RAM (64 of 256 pixels wide: a quarter)
+    for s in range(3):
+        est = scroll_stats(np.concatenate([b.context[:, -1:], b.frames[:, s]], axis=1))["shift"].sum()
+        assert abs(est - (b.camera[0, s, -1] - b.camera[0, s, 0]) / 4) <= 3
+
+
+def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
+    from mariofm.world_eval import held_out_starts, horizon_scores, psnr
+
+    model = tiny()
+    scores = horizon_scores(model, mario_clips, num=3, horizons=(1, 4), seed=0)
+    context, _, real = held_out_starts(model.cfg, mario_clips, 4, 3, seed=0)
+    assert scores["starts"] == 3
+    assert scores["h4"]["baseline_psnr_mean"] == pytest.approx(psnr(context[:, -1], real[:, 3]).mean())
+    assert psnr(real[:, 0], real[:, 0]).tolist() == [60.0] * 3  # identical frames: the cap, not infinity
+    assert scores["h1"]["psnr_mean"] < scores["h1"]["baseline_psnr_mean"]  # an untrained model is worse

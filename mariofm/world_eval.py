@@ -1,0 +1,186 @@
+"""`python -m mariofm evaluate --world`: a world model against held-out recordings and against the real game.
+
+    python -m mariofm evaluate --world --checkpoint runs/world --data data_video/mario --out world_eval.json
+
+Three measurements, each beside a reference that needs no model:
+
+1. Horizons. From `num` random starts in the held-out recordings (validation split): the real K frames, then the
+   real buttons for 64 frames. PSNR (8-bit RGB, capped at 60 dB: identical frames would be infinite) and palette
+   fidelity (mariofm.metrics) of the generated frame h = 1, 4, 16, 64 frames ahead against the real one, beside
+   the baseline that repeats the last context frame. h = 1 is the one-step, teacher-forced score (a real context).
+2. Buttons. The real game is asked what holding "right + B" and what holding nothing does from `pairs` moments of
+   play (mariofm.world_truth: same K context frames for both); the model rolls out from the same contexts with the
+   same buttons. Scroll = the camera's move summed over the horizon, by the library's estimate
+   (metrics.scroll_stats) on model and game frames alike. Reported: how often right + B scrolls further than no
+   buttons (model, and the real game itself), and each set's mean scroll speed, model over game.
+3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
+   and frame statistics (brightness, contrast, motion between frames, colours per frame) of frames 250-300
+   against frames 1-50, and the same statistics of real frames.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mariofm.conditioning import action_bits, buttons_byte
+from mariofm.metrics import palette_fidelity, palette_usage, real_palette, scroll_stats
+from mariofm.rollout import check_world_model, policy_actions, rollout
+from mariofm.world_data import NextFrames, held_bits
+
+HORIZONS = (1, 4, 16, 64)
+PSNR_CAP = 60.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB of uint8 frames (N, H, W, 3), capped at PSNR_CAP."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return np.minimum(PSNR_CAP, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)))
+
+
+def held_out_starts(cfg, data, length: int, num: int, seed: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """`num` random starts in the validation recordings: K real frames uint8 (N, K, H, W, 3), the real buttons of
+    K + length kept frames (N, K + length, 8), and the `length` real frames after the context."""
+    clips = NextFrames.from_config(cfg, data, split="val", progress=False).clips
+    k, stride = cfg.context_frames, cfg.frame_stride
+    span = (k + length - 1) * stride + 1
+    places = [(i, s) for i in range(len(clips.files)) for s in range(len(clips.frames(i)) - span + 1)]
+    if not places:
+        raise ValueError(f"no held-out recording in {data} has {span} frames for K={k} + {length} frames")
+    rng = np.random.default_rng(seed)
+    picks = [places[j] for j in np.sort(rng.choice(len(places), size=min(num, len(places)), replace=False))]
+    context, actions, real = [], [], []
+    for i, s in picks:
+        kept = s + stride * np.arange(k + length)
+        frames = np.array(clips.frames(i)[kept])
+        context.append(frames[:k])
+        real.append(frames[k:])
+        actions.append(held_bits(clips.actions[i], kept, stride))
+    return np.stack(context), torch.stack(actions), np.stack(real)
+
+
+def horizon_scores(model, data, num: int = 32, seed: int = 0, horizons=HORIZONS, **sampling) -> dict:
+    cfg = model.cfg
+    context, actions, real = held_out_starts(cfg, data, max(horizons), num, seed)
+    made = rollout(model, context, actions, seed=seed, **sampling)
+    out = {"starts": len(context)}
+    for h in horizons:
+        fake, truth, last = made[:, h - 1], real[:, h - 1], context[:, -1]
+        model_db, base_db = psnr(fake, truth), psnr(last, truth)
+        pal = palette_fidelity(fake[None], truth[None], real_ref=last[None])  # N frames as one "video"
+        out[f"h{h}"] = dict(psnr_median=float(np.median(model_db)), psnr_mean=float(model_db.mean()),
+                            baseline_psnr_median=float(np.median(base_db)), baseline_psnr_mean=float(base_db.mean()),
+                            in_palette=pal["in_palette"], baseline_in_palette=pal["in_palette_floor"],
+                            palette_tv=pal["palette_tv"], baseline_palette_tv=pal["palette_tv_floor"])
+    return out
+
+
+def total_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The camera's move over each rollout (N,), in pixels (positive: right), last context frame included."""
+    return scroll_stats(np.concatenate([last[:, None], frames], axis=1))["shift"].sum(1)
+
+
+def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, **sampling) -> dict:
+    from mariofm.world_truth import game_branches
+
+    cfg = model.cfg
+    sets = ("right+b", "none")
+    branches = game_branches(pairs, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride,
+                             horizon, sets, seed)
+    last = branches.context[:, -1]
+    out: dict = {"pairs": pairs, "horizon_frames": horizon, "levels": branches.levels}
+    scroll = {}
+    for s, name in enumerate(sets):
+        held = action_bits(np.full((pairs, horizon), buttons_byte(name), np.uint8))
+        made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=seed,
+                       **sampling)
+        scroll[name] = total_scroll(last, made), total_scroll(last, branches.frames[:, s])
+        model_px, game_px = (float(v.mean()) / horizon for v in scroll[name])
+        out[name] = dict(model_px_per_frame=model_px, game_px_per_frame=game_px,
+                         speed_ratio=model_px / game_px if game_px else None,
+                         model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist())
+    (run_m, run_g), (stand_m, stand_g) = scroll["right+b"], scroll["none"]
+    out["model_right_b_scrolls_more"] = float((run_m > stand_m).mean())
+    out["game_right_b_scrolls_more"] = float((run_g > stand_g).mean())
+    game_more = run_g > stand_g
+    out["model_right_b_scrolls_more_where_game_does"] = float((run_m > stand_m)[game_more].mean()) \
+        if game_more.any() else None
+    return out
+
+
+def frame_stats(frames: np.ndarray, palette: np.ndarray) -> dict:
+    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours."""
+    x = frames.astype(np.float32)
+    packed = frames.reshape(-1, frames.shape[2] * frames.shape[3], 3).astype(np.int64) @ np.array([65536, 256, 1])
+    colours = [len(np.unique(f)) for f in packed]
+    return dict(in_palette=1 - float(palette_usage(frames, palette)[-1]), brightness=float(x.mean()),
+                contrast=float(x.std(axis=(2, 3, 4)).mean()), motion=float(np.abs(np.diff(x, axis=1)).mean()),
+                colours_per_frame=float(np.mean(colours)))
+
+
+def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0, **sampling) -> dict:
+    k = model.cfg.context_frames
+    context, real_bits, real = held_out_starts(model.cfg, data, 50, num, seed + 1)
+    played = torch.stack([action_bits(policy_actions("random", frames, seed + i)) for i in range(len(context))])
+    made = rollout(model, context, torch.cat([real_bits[:, :k], played], dim=1), seed=seed, **sampling)
+    palette = real_palette(real)
+    first, last = frame_stats(made[:, :50], palette), frame_stats(made[:, 250:300], palette)
+    return dict(rollouts=len(made), frames=frames, policy="random", first_50=first, last_50=last,
+                real_50=frame_stats(real, palette),
+                in_palette_ratio=last["in_palette"] / max(first["in_palette"], 1e-12))
+
+
+def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,
+                   steps: int | None = None, solver: str | None = None, device: str | None = None) -> dict:
+    from mariofm.generate import WORLD_SHIPPED, load_model
+
+    model, cfg = load_model(checkpoint or WORLD_SHIPPED, device=device or "cpu")
+    check_world_model(model)
+    sampling = dict(steps=steps or cfg.sample_steps, solver=solver or cfg.solver)
+    report: dict = dict(checkpoint=str(checkpoint or WORLD_SHIPPED), **sampling, seed=seed)
+    for name, fn, args in (("horizons", horizon_scores, (model, data, num)), ("buttons", button_scores, (model, pairs)),
+                           ("stability", stability_scores, (model, data, long))):
+        begin = time.perf_counter()
+        report[name] = fn(*args, seed=seed, **sampling)
+        report[name]["seconds"] = round(time.perf_counter() - begin, 1)
+    return report
+
+
+def print_world_table(report: dict) -> None:
+    h, b, s = report["horizons"], report["buttons"], report["stability"]
+    print(f"world model {report['checkpoint']}: {report['solver']} {report['steps']} steps per frame")
+    print(f"horizons ({h['starts']} held-out starts, real buttons)   PSNR median/mean   baseline      "
+          "in-palette (baseline)")
+    for key in (k for k in h if k.startswith("h") and k[1:].isdigit()):
+        r = h[key]
+        print(f"  {key[1:]:>3} frames ahead   {r['psnr_median']:5.1f} / {r['psnr_mean']:5.1f} dB   "
+              f"{r['baseline_psnr_median']:5.1f} / {r['baseline_psnr_mean']:5.1f} dB   "
+              f"{r['in_palette']:.3f} ({r['baseline_in_palette']:.3f})")
+    print(f"buttons ({b['pairs']} moments of real play, {b['horizon_frames']} frames held)")
+    for name in ("right+b", "none"):
+        r = b[name]
+        ratio = f"{r['speed_ratio']:.2f}" if r["speed_ratio"] is not None else "n/a"
+        print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
+              f" (ratio {ratio})")
+    print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
+          f"{b['game_right_b_scrolls_more']:.0%}")
+    print(f"stability ({s['rollouts']} rollouts x {s['frames']} frames, random buttons)")
+    for key in ("first_50", "last_50", "real_50"):
+        r = s[key]
+        print(f"  {key:8s} in-palette {r['in_palette']:.3f}  brightness {r['brightness']:.1f}  contrast "
+              f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}")
+    print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
+
+
+def write_report(report: dict, out: str | Path) -> None:
+    import json
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+
+
+__all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
+           "held_out_starts", "total_scroll", "frame_stats"]
