@@ -61,7 +61,9 @@ import os
 SMOKE = os.environ.get("MARIOFM_SMOKE") == "1"
 
 LONG = 16 if SMOKE else 300  # frames of the long rollout
-COMPARE_CLIPS = 1 if SMOKE else 4  # held-out recordings compared with the real game
+BRANCH_STARTS = 1 if SMOKE else 4  # moments of real play continued by the game and the model
+BRANCH_FRAMES = 8 if SMOKE else 45  # frames each button set is held from there (3 s)
+COMPARE_CLIPS = 1 if SMOKE else 4  # held-out recordings compared with the model for their own buttons
 COMPARE_FRAMES = 12 if SMOKE else 120  # frames per comparison (a recording holds ~150 at 15 fps)
 HEADLESS = 30  # frames the last cell plays without a browser (hold right)
 
@@ -73,7 +75,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Image, display
+from IPython.display import Image, Video, display
 
 from mariofm.conditioning import BUTTONS, action_bits, buttons_byte
 from mariofm.config import preset
@@ -86,8 +88,10 @@ from mariofm.rollout import World, policy_actions, recording_start, rollout
 from mariofm.sample import nfe
 from mariofm.train import MODEL, train
 from mariofm.unet import sinusoidal_embedding
-from mariofm.video import gif_bytes, video_grid
+from mariofm.video import video_grid, write_gif, write_mp4
 from mariofm.world_data import NextFrames, held_bits
+from mariofm.world_eval import total_scroll
+from mariofm.world_truth import game_branches
 
 # MARIOFM_DATA, else data_video/mario as recorded by
 # `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
@@ -165,9 +169,12 @@ for name in ("none", "right", "right+b", "left+a", "right+b+a"):
 # same context with the real buttons and with others held.
 
 # %%
-clip = 0
-context, real_buttons = recording_start(DATA, cfg, clip=clip, split=SPLIT)
 clips = NextFrames.from_config(cfg, DATA, split=SPLIT, progress=False).clips
+# the start used from here on: the held-out recording whose camera moves most over its first 30 frames
+first = [np.array(clips.frames(i)[::cfg.frame_stride][:K + 30]) for i in range(len(clips.files))]
+clip = int(np.argmax([total_scroll(f[None, K - 1], f[None, K:])[0] for f in first]))
+context, real_buttons = recording_start(DATA, cfg, clip=clip, split=SPLIT)
+print(f"start: the first {K} frames of {clips.files[clip].name}")
 real_next = np.array(clips.frames(clip)[K * cfg.frame_stride])
 held = {"real buttons": real_buttons[K], **{b: action_bits(np.uint8(buttons_byte(b)))
                                            for b in ("none", "right+b", "left")}}
@@ -202,7 +209,9 @@ with torch.no_grad():
 #
 # `mariofm.rollout.rollout` repeats the step: the new frame joins the context, the oldest leaves. Here: from a
 # real start, 300 frames (20 s at 15 fps) of the scripted `random` policy (button sets such as right + B, left,
-# none, jumps, each held for 4-30 frames). The same from the command line:
+# none, jumps, each held for 4-30 frames). The GIF goes to `outputs/notebooks/06_play/`; shown here is an MP4
+# (H.264 keeps the notebook small but smooths the finest grain: the strip below it has the exact pixels). The same
+# from the command line:
 # `python -m mariofm rollout --data data_video/mario --out rollout.gif --frames 300 --policy random`.
 
 # %%
@@ -211,9 +220,19 @@ begin = time.perf_counter()
 long = rollout(model, context, torch.cat([real_buttons[:K], action_bits(buttons)]), seed=0)
 seconds = time.perf_counter() - begin
 print(f"{len(long)} frames in {seconds:.1f} s: {len(long) / seconds:.1f} frames/s on {DEVICE}")
-gif = gif_bytes(long, cfg.fps)  # at the model's size: the browser scales it up
-print(f"GIF: {len(gif) / 1e3:.0f} kB")
-display(Image(data=gif, width=3 * cfg.video_width))
+export = OUT / "06_play"
+gif = write_gif(export / "rollout.gif", long, cfg.fps)
+mp4 = write_mp4(export / "rollout.mp4", long.repeat(2, axis=1).repeat(2, axis=2), cfg.fps, quality=4)
+print(f"{gif}: {gif.stat().st_size / 1e3:.0f} kB (every pixel exact); shown here: {mp4.name}, "
+      f"{mp4.stat().st_size / 1e3:.0f} kB")
+display(Video(str(mp4), embed=True, width=4 * cfg.video_width, html_attributes="controls loop autoplay muted"))
+picks = np.linspace(0, len(long) - 1, 8).round().astype(int)
+fig, axes = plt.subplots(1, len(picks), figsize=(2 * len(picks), 2))
+for ax, i in zip(axes, picks):
+    ax.imshow(long[i], interpolation="nearest")
+    ax.set_title(f"frame {i + 1}", fontsize=8)
+    ax.axis("off")
+plt.show()
 
 # %% [markdown]
 # Does it hold together? The share of pixels in the real palette (notebook 05: the colours of one half of the
@@ -221,7 +240,7 @@ display(Image(data=gif, width=3 * cfg.video_width))
 # frames of the other half:
 
 # %%
-halves = [np.stack([np.array(clips.frames(i)[::cfg.frame_stride][:50]) for i in part])
+halves = [np.concatenate([np.array(clips.frames(i)[::cfg.frame_stride][:50]) for i in part])[None]  # (1, T, ...)
           for part in np.array_split(np.arange(len(clips.files)), 2)]
 real_ref, real_check = halves[1], halves[0]  # the palette comes from real_ref; real_check is scored like the model
 for part in np.array_split(np.arange(len(long)), max(1, min(6, len(long) // 5))):  # 6 windows of 50 frames
@@ -234,38 +253,52 @@ print(f"real frames    : in palette {palette_fidelity(real_check, real_ref)['in_
 # %% [markdown]
 # ## Beside the real game, for the same buttons
 #
-# The recordings store the buttons behind every frame, so the real game's answer to a button sequence is known.
-# From the first K frames of held-out recordings, the model plays the recording's own buttons; left the real
-# game, right the model. The camera's motion is measured on both with `mariofm.metrics.scroll_stats` (the
-# horizontal shift that best explains each frame from the one before), and the error grows with the horizon
-# beside the baseline that repeats the last context frame.
+# Because the emulator is part of mariofm, the real game's answer to any button sequence can be computed
+# (`mariofm.world_truth.game_branches`): play to a moment of a level, save the emulator's state, then continue
+# once holding right + B and once holding nothing. The model continues the same K frames with the same buttons.
+# In the video, each row is one button set: the real game on the left, the model on the right. The camera's motion
+# is measured on both with `mariofm.metrics.scroll_stats` (the horizontal shift that best explains each frame
+# from the one before, summed; frames are 64 px wide).
 
 # %%
-pairs, scroll_rows, err_model, err_repeat = [], [], [], []
+sets = ("right+b", "none")
+branches = game_branches(BRANCH_STARTS, K, (cfg.video_height, cfg.video_width), cfg.frame_stride, BRANCH_FRAMES,
+                         sets, seed=0)
+last = branches.context[:, -1]
+videos = []
+for s, name in enumerate(sets):
+    held = action_bits(np.full((BRANCH_STARTS, BRANCH_FRAMES), buttons_byte(name), np.uint8))
+    made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=0)
+    game_px, model_px = total_scroll(last, branches.frames[:, s]), total_scroll(last, made)
+    for n in range(BRANCH_STARTS):
+        print(f"{branches.levels[n]} start {n}, {name:>7} for {BRANCH_FRAMES} frames: the camera moved "
+              f"{game_px[n]:+4d} px in the game, {model_px[n]:+4d} px in the model")
+    videos += [branches.frames[0, s], made[0]]
+grid = video_grid(np.stack(videos), ncols=2)
+mp4 = write_mp4(export / "game_vs_model.mp4", grid.repeat(2, axis=1).repeat(2, axis=2), cfg.fps, quality=4)
+display(Video(str(mp4), embed=True, width=2 * grid.shape[2], html_attributes="controls loop autoplay muted"))
+
+# %% [markdown]
+# Over longer stretches, from the first K frames of held-out recordings with the buttons the player really held:
+# how far is each generated frame from the real one, h frames ahead, beside the baseline that repeats the last
+# context frame?
+
+# %%
+err_model, err_repeat = [], []
 for i in range(min(COMPARE_CLIPS, len(clips.files))):
     kept = np.arange(0, len(clips.frames(i)), cfg.frame_stride)[:K + COMPARE_FRAMES]
     real = np.array(clips.frames(i)[kept])
     fake = rollout(model, real[:K], held_bits(clips.actions[i], kept, cfg.frame_stride), seed=0)
-    pairs.append((real[K:], fake))
-    scroll_rows.append((clips.files[i].stem, scroll_stats(real[None, K:])["shift"].sum(),
-                        scroll_stats(fake[None])["shift"].sum()))
     err_model.append(np.abs(fake.astype(float) - real[K:]).mean(axis=(1, 2, 3)))
     err_repeat.append(np.abs(real[K - 1].astype(float) - real[K:]).mean(axis=(1, 2, 3)))
-for stem, s_real, s_fake in scroll_rows:
-    print(f"{stem}: camera moved {s_real:+4d} px in the real game, {s_fake:+4d} px in the model "
-          f"(frames are {cfg.video_width} px wide)")
-real_fake = [v for pair in pairs[:2] for v in pair]
-n = min(len(v) for v in real_fake)
-display(Image(data=gif_bytes(video_grid(np.stack([v[:n] for v in real_fake]), ncols=2), cfg.fps),
-              width=6 * cfg.video_width))
-
-# %%
+    print(f"{clips.files[i].stem}: camera moved {total_scroll(real[None, K - 1], real[None, K:])[0]:+4d} px in the "
+          f"recording, {total_scroll(real[None, K - 1], fake[None])[0]:+4d} px in the model")
 horizon = np.arange(1, min(len(e) for e in err_model) + 1)
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.plot(horizon, np.mean([e[:len(horizon)] for e in err_model], 0), label="model, the real buttons")
 ax.plot(horizon, np.mean([e[:len(horizon)] for e in err_repeat], 0), label="repeat the last context frame")
 ax.set(xlabel="frames ahead (15 per second)", ylabel="mean |frame − real| (0-255)", xscale="log",
-       title=f"error against the real game, {len(err_model)} held-out recording(s)")
+       title=f"error against the recordings, {len(err_model)} held-out recording(s)")
 ax.legend()
 plt.show()
 
@@ -273,16 +306,17 @@ plt.show()
 # How to read this: the first frames follow the real game closely; then the rollout drifts — sprites soften, a
 # jump lands elsewhere, the level that scrolls in is the model's invention rather than the real level (it has
 # never seen what lies to the right of the screen). Beating the frozen baseline over many frames means the model
-# moves the scene the way the game does, not that it knows the level. `python -m mariofm evaluate` measures this
-# on every held-out recording (PSNR at 1, 4, 16, 64 frames, scroll speed for right + B against the real game,
-# palette over 300 frames); the results are in the model card and `docs/benchmarks.md`.
+# moves the scene the way the game does, not that it knows the level. `python -m mariofm evaluate --world`
+# measures all of this at scale (PSNR at 1, 4, 16, 64 frames on held-out recordings, scroll speed for right + B
+# and for no buttons against the real game, palette over 300 frames); the results are in the model card and
+# `docs/benchmarks.md`.
 #
 # ## Exercises
 #
 # Solutions are in the collapsed cells below each exercise: try first.
 #
 # **1 · Predict, then check (does it listen?).** From the same start, roll out 30 frames holding right + B, and
-# 30 holding nothing. Which scrolls more, and by how much? Measure with `scroll_stats`.
+# 30 holding nothing. Which scrolls more, and by how much? Measure with `total_scroll` (mariofm.world_eval).
 
 # %%
 # your answer here
@@ -290,7 +324,7 @@ plt.show()
 # %% jupyter={"source_hidden": true} tags=["solution"]
 for name in ("right+b", "none", "left"):
     frames = rollout(model, context, torch.cat([real_buttons[:K], action_bits(policy_actions(name, 30))]), seed=0)
-    print(f"{name:>8}: the camera moved {scroll_stats(frames[None])['shift'].sum():+d} px in 30 frames")
+    print(f"{name:>8}: the camera moved {total_scroll(context[None, -1], frames[None])[0]:+d} px in 30 frames")
 # SMB's camera never moves left: holding left, Mario walks back on a still screen
 
 # %% [markdown]
