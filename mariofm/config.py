@@ -35,6 +35,7 @@ class Config:
     context_frames: int = 0  # K; 0 = the unconditional video model, > 0 = a next-frame model (sequence_length 1)
     context_noise: float = 0.1  # training: context frames get N(0, σ²) noise, σ ~ U(0, context_noise)
     play_noise: float = 0.02  # playing: the σ the rollout adds to its context frames (<= context_noise)
+    frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     epochs: int = 50
@@ -118,6 +119,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config fields play_noise={cfg.play_noise!r} and context_noise={cfg.context_noise!r} "
                          "must satisfy 0 <= play_noise <= context_noise: the model only knows the noise levels "
                          "it saw in training (e.g. context_noise=0.1, play_noise=0.02)")
+    if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
+        raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
+                         "context_frames > 0 and prediction='x0' (or frame_residual=False)")
     if cfg.context_frames and cfg.sequence_length != 1:
         raise ValueError(f"config field sequence_length={cfg.sequence_length} must be 1 when context_frames="
                          f"{cfg.context_frames}: a world model predicts one frame at a time")
@@ -142,15 +146,16 @@ PRESETS: dict[str, dict] = {
     # few Euler steps): tests; a 2-core CPU; one GPU
     "world-smoke": dict(video_height=32, video_width=32, sequence_length=1, frame_stride=2, context_frames=2,
                         base_ch=8, channel_mults=(1, 2), time_dim=32, conv="2d", prediction="x0", batch_size=2,
-                        epochs=1, warmup_steps=2, sample_steps=2, solver="euler", fps=15),
+                        frame_residual=True, epochs=1, warmup_steps=2, sample_steps=2, solver="euler", fps=15),
     "world-cpu": dict(video_height=60, video_width=64, sequence_length=1, frame_stride=2, context_frames=4,
-                      context_noise=0.2, play_noise=0.05,
+                      context_noise=0.2, play_noise=0.05, frame_residual=True,
                       patch_size=2, base_ch=32, channel_mults=(1, 2), time_dim=128, conv="2d", prediction="x0",
                       batch_size=16, lr=5e-4, warmup_steps=200, ema_decay=0.995, sample_steps=4, solver="euler",
                       fps=15),
     "world-gpu": dict(video_height=240, video_width=256, sequence_length=1, frame_stride=2, context_frames=4,
                       patch_size=4, base_ch=96, channel_mults=(1, 2, 4), num_res_blocks=2, time_dim=256,
-                      conv="2d", prediction="x0", batch_size=32, lr=2e-4, warmup_steps=500, ema_decay=0.999,
+                      conv="2d", prediction="x0", frame_residual=True, batch_size=32, lr=2e-4, warmup_steps=500,
+                      ema_decay=0.999,
                       sample_steps=4, solver="euler", fps=15),
 }
 

@@ -28,11 +28,23 @@ def final_losses(run: Path) -> dict:
                 val_fm_loss=val[-1]["val_loss"] if val else None)
 
 
-def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None) -> dict:
+PLAY_FIELDS = ("sample_steps", "solver", "play_noise")  # how the model is used, not how it was trained
+
+
+def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,
+           play: dict | None = None) -> dict:
+    """`play`: new values of PLAY_FIELDS for the shipped config (e.g. the sampler an evaluation chose); the card
+    keeps the trained ones under training.config_play_fields."""
     from safetensors.torch import save_file
+
+    from mariofm.config import Config
 
     run, out = Path(run), Path(out)
     state = load_checkpoint(run / CHECKPOINT)
+    if bad := sorted(set(play or {}) - set(PLAY_FIELDS)):
+        raise ValueError(f"--set {bad}: only the play-time fields {PLAY_FIELDS} may change at export")
+    trained = {k: state["config"].get(k) for k in (play or {})}
+    state["config"] = Config.from_dict({**state["config"], **(play or {})}).to_dict()  # validated
     weights = {k: v.contiguous() for k, v in ema_weights(state).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, out, metadata={"config": json.dumps(state["config"]), "step": str(state["step"])})
@@ -41,7 +53,7 @@ def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = Non
                 training=dict(steps=state["step"], wall_minutes=round(state["elapsed"] / 60, 1),
                               budget_epochs_steps_minutes=state["budget"],
                               hardware=state.get("hardware") or f"(not recorded; exported on) {hardware()}",
-                              **final_losses(run)),
+                              **final_losses(run), **({"config_play_fields": trained} if play else {})),
                 **(notes or {}))
     if metrics:
         card["evaluate"] = json.loads(Path(metrics).read_text())
@@ -57,6 +69,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--metrics", default=None, help="an `evaluate --out` JSON to put in the card")
     p.add_argument("--note", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra card entries, e.g. data_command='python -m mariofm record ...'")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"change play-time config fields {PLAY_FIELDS} in the shipped file, e.g. play_noise=0")
     p.add_argument("--notes-json", default=None, metavar="FILE",
                    help="a JSON object of extra card entries (e.g. a world model's button shares)")
     p.set_defaults(func=_cli)
@@ -67,6 +81,8 @@ def _cli(args) -> int:
         raise ValueError(f"--note {bad[0]!r}: write notes as key=value")
     notes = json.loads(Path(args.notes_json).read_text()) if args.notes_json else {}
     notes.update(pair.split("=", 1) for pair in args.note)
-    card = export(args.run, args.out, metrics=args.metrics, notes=notes)
+    from mariofm.config import parse_overrides
+
+    card = export(args.run, args.out, metrics=args.metrics, notes=notes, play=parse_overrides(args.set))
     print(f"wrote {args.out} ({card['size_mb']} MB) and {Path(args.out).with_suffix('.json')}")
     return 0

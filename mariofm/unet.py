@@ -229,6 +229,7 @@ class VideoUNet(nn.Module):
         self.cfg = cfg  # for callers such as mariofm.rollout (its sample_steps and solver)
         self.channels, self.time_dim, self.grad_checkpoint = cfg.video_channels, td, cfg.grad_checkpoint
         self.time_scale, self.prediction, self.t_min = cfg.time_scale, cfg.prediction, cfg.t_min
+        self.frame_residual = cfg.frame_residual
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.patch = cfg.patch_size
         # a world model reads the noisy next frame stacked with K context frames (mariofm.conditioning)
@@ -281,7 +282,7 @@ class VideoUNet(nn.Module):
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, self.time_scale).to(x.dtype))
         inputs = x
         if self.world is not None:
-            inputs, cond = self.world(x, context, actions)
+            inputs, cond, last = self.world(x, context, actions)
             emb = emb + cond  # buttons and context-noise level reach every block's scale-and-shift
         elif context is not None or actions is not None:
             raise ValueError("this model is unconditional (context_frames=0): it takes no context or actions")
@@ -299,6 +300,8 @@ class VideoUNet(nn.Module):
                 h = self._block(block, h, emb)
             h = up(h)
         out = unpatchify(self.head(h), self.patch)
+        if self.frame_residual:  # x̂0 = last context frame + a change (mariofm.conditioning)
+            out = out + last
         return velocity_from_x0(x, out, t, self.t_min) if self.prediction == "x0" else out
 
 

@@ -83,13 +83,20 @@ def total_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return scroll_stats(np.concatenate([last[:, None], frames], axis=1))["shift"].sum(1)
 
 
-def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, **sampling) -> dict:
-    from mariofm.world_truth import game_branches
+def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cache: str | Path | None = None,
+                  **sampling) -> dict:
+    """`cache`: an .npz to keep the real game's branches in (playing them takes minutes); reused when it matches."""
+    from mariofm.world_truth import game_branches, load_branches, save_branches
 
     cfg = model.cfg
     sets = ("right+b", "none")
-    branches = game_branches(pairs, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride,
-                             horizon, sets, seed)
+    size = (cfg.video_height, cfg.video_width)
+    branches = load_branches(cache) if cache and Path(cache).is_file() else None
+    if branches is None or branches.frames.shape[:3] != (pairs, len(sets), horizon) or \
+            branches.context.shape[1:4] != (cfg.context_frames, *size) or branches.buttons != sets:
+        branches = game_branches(pairs, cfg.context_frames, size, cfg.frame_stride, horizon, sets, seed)
+        if cache:
+            save_branches(branches, cache)
     last = branches.context[:, -1]
     out: dict = {"pairs": pairs, "horizon_frames": horizon, "levels": branches.levels}
     scroll = {}
@@ -134,17 +141,20 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
 
 
 def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,
-                   steps: int | None = None, solver: str | None = None, device: str | None = None) -> dict:
+                   steps: int | None = None, solver: str | None = None, device: str | None = None,
+                   cache: str | Path | None = None) -> dict:
     from mariofm.generate import WORLD_SHIPPED, load_model
 
     model, cfg = load_model(checkpoint or WORLD_SHIPPED, device=device or "cpu")
     check_world_model(model)
     sampling = dict(steps=steps or cfg.sample_steps, solver=solver or cfg.solver)
     report: dict = dict(checkpoint=str(checkpoint or WORLD_SHIPPED), **sampling, seed=seed)
-    for name, fn, args in (("horizons", horizon_scores, (model, data, num)), ("buttons", button_scores, (model, pairs)),
-                           ("stability", stability_scores, (model, data, long))):
+    jobs = (("horizons", horizon_scores, (model, data, num), {}),
+            ("buttons", button_scores, (model, pairs), dict(cache=cache)),
+            ("stability", stability_scores, (model, data, long), {}))
+    for name, fn, args, extra in jobs:
         begin = time.perf_counter()
-        report[name] = fn(*args, seed=seed, **sampling)
+        report[name] = fn(*args, seed=seed, **extra, **sampling)
         report[name]["seconds"] = round(time.perf_counter() - begin, 1)
     return report
 

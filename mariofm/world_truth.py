@@ -45,6 +45,19 @@ class Branches(NamedTuple):
     levels: list[str]
 
 
+def save_branches(branches: Branches, path) -> None:
+    """Keep branches in an .npz (they take minutes to play): arrays only, loaded without unpickling."""
+    np.savez_compressed(path, context=branches.context, context_actions=branches.context_actions.numpy(),
+                        frames=branches.frames, camera=branches.camera, buttons=np.array(branches.buttons),
+                        levels=np.array(branches.levels))
+
+
+def load_branches(path) -> Branches:
+    with np.load(path, allow_pickle=False) as f:
+        return Branches(f["context"], torch.from_numpy(f["context_actions"]), f["frames"], f["camera"],
+                        tuple(f["buttons"].tolist()), f["levels"].tolist())
+
+
 def camera_x(game: Game) -> int:
     """The left edge of the screen in level pixels (RAM 0x071A page, 0x071C pixel)."""
     return game.nes[CAMERA_PAGE] * 256 + game.nes[CAMERA_X]
@@ -108,4 +121,4 @@ def game_branches(num: int, context_frames: int, size: tuple[int, int], frame_st
     return Branches(np.stack(ctx), torch.stack(acts), np.stack(frames), np.array(camera), tuple(buttons), names)
 
 
-__all__ = ["Branches", "game_branches", "camera_x", "FRAME_SKIP"]
+__all__ = ["Branches", "game_branches", "save_branches", "load_branches", "camera_x", "FRAME_SKIP"]

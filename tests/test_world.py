@@ -129,10 +129,18 @@ def test_wrong_condition_shapes_are_refused(change, message):
 
 @pytest.mark.parametrize("fields, message", [(dict(sequence_length=4), "sequence_length"),
                                              (dict(play_noise=0.5, context_noise=0.1), "play_noise"),
-                                             (dict(context_frames=-1), "context_frames")])
+                                             (dict(context_frames=-1), "context_frames"),
+                                             (dict(prediction="velocity"), "frame_residual")])
 def test_config_refuses_world_settings_that_cannot_work(fields, message):
     with pytest.raises(ValueError, match=message):
         preset("world-smoke", **fields)
+
+
+def test_an_untrained_residual_world_model_repeats_the_last_frame():
+    model = VideoUNet(preset("world-smoke", play_noise=0.0))  # zero-init head: the change is 0
+    context = np.random.default_rng(0).integers(0, 256, (K, 32, 32, 3), dtype=np.uint8)
+    frames = rollout(model, context, np.zeros(K + 3, np.uint8))
+    assert all(np.array_equal(f, context[-1]) for f in frames)
 
 
 # ------------------------------------------------------------------------------------------------ rollout
