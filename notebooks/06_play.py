@@ -151,9 +151,11 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   U(0, \sigma_{max})$, and $\sigma$ is a further input (embedded and added like the buttons). In play the
 #   context is the model's own output, slightly off; having learnt to read noisy contexts, the model corrects
 #   small errors instead of compounding them. A small fixed level is used in play.
-# - **x0-prediction.** The net outputs the clean frame $\hat x_0$, and the velocity is derived:
-#   $v = (x_t - \hat x_0)/\max(t, t_{min})$. The next frame is mostly the last one shifted by a pixel or two, an
-#   easy target in pixel space; so few steps suffice that the world presets play with 4 Euler steps.
+# - **x0-prediction, as a change of the last frame.** The net outputs the clean frame $\hat x_0$, and the velocity
+#   is derived: $v = (x_t - \hat x_0)/\max(t, t_{min})$. With `frame_residual` (the world presets),
+#   $\hat x_0$ = the last context frame (as the net sees it, noise included) + the net's output: an untrained net
+#   already predicts "repeat the last frame", and training learns the change (a scroll of a pixel or two, a
+#   sprite that moves). Such an easy target needs few steps: the world presets play with 4 Euler steps.
 #
 # The buttons as the model sees them: one bit per button of the NES controller byte, in the order of
 # `mariofm.conditioning.BUTTONS` (a recorded frame's byte is stored in `<clip>.actions.npy`):
