@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch
 STAMP  := $(VENV)/.mariofm-installed
 
-.PHONY: demo test lint lab clean-outputs
+.PHONY: demo test lint lab notebooks clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ lint: $(STAMP)
 
 test: lint
 	MARIOFM_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# sync notebooks/NN_name.py -> .ipynb, run each top to bottom in a fresh kernel (full settings unless
+# MARIOFM_SMOKE=1; data from data_video/mario or MARIOFM_DATA) and nbstripout it: the stored outputs
+notebooks: $(STAMP)
+	$(PY) notebooks/run_notebooks.py
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks

@@ -32,8 +32,8 @@ from time_to_quality import quick_data
 from torch.utils.data import DataLoader
 
 from mariofm.config import Config, preset
-from mariofm.data import MarioClips
-from mariofm.train import epoch_batches, stack_videos
+from mariofm.data import MarioClips, collate
+from mariofm.schedule import epoch_batches
 
 
 def training_frames_per_s(cfg: Config, steps: int, device: torch.device) -> float:
@@ -94,7 +94,7 @@ def main() -> int:
         batches = epoch_batches(len(ds), cfg.batch_size, cfg.seed, 0)
         for workers in args.workers:
             begin = time.perf_counter()
-            for _ in DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=stack_videos):
+            for _ in DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=collate):
                 pass
             rows.append(dict(stage=f"DataLoader, batch {cfg.batch_size}, {workers} workers",
                              frames=len(batches) * cfg.batch_size * frames_per_clip,

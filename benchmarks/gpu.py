@@ -7,10 +7,10 @@
 
 Without CUDA (and without --device) it says so and exits 0.
 
-    training   AdamW steps of the preset (its batch size, grad checkpointing as configured) under autocast: bf16
+    training   AdamW steps of the preset (its batch size, activation recomputation as configured) under autocast: bf16
                where the GPU supports it, else fp16 (as mariofm.train picks); median of `--steps` after warm-up
     MFU        model FLOP/s over the GPU's dense bf16 peak. Model FLOPs: forward + backward counted by torch's
-               FlopCounterMode on the meta device, without the forward that grad checkpointing repeats
+               FlopCounterMode on the meta device, without the forward that recomputing activations repeats
     generate   `--gen-batch` clips from noise with the preset's solver and steps (sample_steps), as
                `mariofm generate` does (fp32) and under bf16 autocast; frames/s = clips x T / seconds.
                The seed preset's frames are full NES frames, 240x256.
@@ -29,9 +29,9 @@ from harness import header, make_optimizer, peak_memory_mb, pick_device, sync, t
 from torch.utils.flop_counter import FlopCounterMode
 
 from mariofm.config import Config, preset
+from mariofm.device import autocast_dtype
 from mariofm.flow import fm_loss
 from mariofm.sample import nfe, sample
-from mariofm.train import autocast_dtype
 from mariofm.unet import VideoUNet, count_parameters
 
 # dense (no sparsity) bf16 tensor-core peak in TFLOP/s, from the vendors' data sheets; first match in the name
@@ -47,10 +47,10 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 
 
 def model_gflop(cfg: Config) -> float:
-    """GFLOP of one training forward + backward, counted on shapes alone (meta device), without checkpointing."""
+    """GFLOP of one training forward + backward, counted on shapes alone (meta device), without recomputation."""
     shape = (cfg.batch_size, cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
     with torch.device("meta"):
-        model = VideoUNet(cfg.replace(grad_checkpoint=False))
+        model = VideoUNet(cfg.replace(recompute_activations=False))
         with FlopCounterMode(display=False) as counter:
             fm_loss(model, torch.empty(shape), t=torch.full(shape[:1], 0.5), noise=torch.empty(shape))[0].backward()
     return counter.get_total_flops() / 1e9

@@ -17,6 +17,7 @@ import torch
 from bench_train_step import machine  # the CPU model line, shared with the train-step benchmark
 
 from mariofm.config import Config
+from mariofm.device import default_device
 from mariofm.flow import fm_loss
 
 PACKAGES = ("torch", "numpy", "opencv-python-headless", "diffusers", "rectified-flow-pytorch")
@@ -71,8 +72,7 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str | Callable
     return "\n".join(out)
 
 
-def pick_device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+pick_device = default_device  # the library's: `name`, else CUDA when present, else the CPU
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:

@@ -30,12 +30,12 @@ from harness import header, pick_device, table
 from peers import QUICK, build
 from time_to_quality import quick_data, train_for
 
+from mariofm.checkpoint import SHIPPED, load_model
 from mariofm.data import MarioClips
 from mariofm.evaluate import held_out_sets
-from mariofm.generate import SHIPPED, load_model, noise_for
 from mariofm.likelihood import bits_per_dim
 from mariofm.metrics import VideoFeatures, frechet_distance
-from mariofm.sample import nfe, sample
+from mariofm.sample import SOLVERS, nfe, noise_for, sample
 from mariofm.video import to_uint8
 
 
@@ -120,7 +120,7 @@ def main() -> int:
     bpd_rows = []
     if args.bpd_clips:
         clips = torch.from_numpy(real[:args.bpd_clips]).permute(0, 4, 1, 2, 3).to(dev)  # uint8 (B, C, T, H, W)
-        for solver in ("euler", "heun"):
+        for solver in SOLVERS:
             for steps in args.bpd_steps:
                 begin = time.perf_counter()
                 # the same generator state in every row: the same dequantisation noise and probes

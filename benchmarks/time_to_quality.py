@@ -11,7 +11,7 @@ AdamW and learning-rate warmup, from the same seed, until the budget runs out (d
 not). Then, from its raw weights (an EMA with a half-life of ~140 steps would still mostly hold the
 initialisation of a model that took fewer steps):
 
-    val FM loss  mariofm.train.validation_loss on `--num` held-out clips: a fixed t grid and fixed noise
+    val FM loss  mariofm.flow.validation_loss on `--num` held-out clips: a fixed t grid and fixed noise
     FD-3D        Fréchet distance of mariofm.metrics.VideoFeatures between `--num` generated clips (the same
                  noise for every model, `--solver`, `--sample-steps`) and `--num` held-out real clips
 
@@ -36,14 +36,14 @@ from peers import MODELS, QUICK, build, installed, skipped_note
 from tqdm.auto import tqdm
 
 from mariofm.config import Config, preset
-from mariofm.data import MarioClips, find_videos
-from mariofm.evaluate import as_tensor, held_out_sets
-from mariofm.flow import sample_t
-from mariofm.generate import noise_for, sample_videos
+from mariofm.data import MarioClips, collate, find_videos
+from mariofm.evaluate import held_out_sets
+from mariofm.flow import sample_t, validation_loss
 from mariofm.metrics import VideoFeatures, frechet_distance
-from mariofm.sample import nfe
-from mariofm.train import epoch_batches, stack_videos, validation_loss
+from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
+from mariofm.schedule import epoch_batches
 from mariofm.unet import count_parameters
+from mariofm.video import from_uint8
 
 
 def train_for(model: torch.nn.Module, cfg: Config, data: MarioClips, seconds: float, max_steps: int | None,
@@ -60,7 +60,7 @@ def train_for(model: torch.nn.Module, cfg: Config, data: MarioClips, seconds: fl
     bar = tqdm(desc=desc, unit="step", leave=False, total=max_steps, disable=None)  # None: only on a terminal
     while True:
         for batch in epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch):
-            x0 = stack_videos([data[i] for i in batch]).to(device)
+            x0 = collate([data[i] for i in batch])["video"].to(device)
             noise = torch.randn(shape, generator=gen).to(device)
             t = sample_t(cfg.batch_size, cfg.time_sampling, generator=gen).to(device)
             losses.append(train_step(model, opt, x0, noise, t, cfg.grad_clip))
@@ -82,7 +82,7 @@ def quality(model: torch.nn.Module, cfg: Config, real, args, device: torch.devic
     """Validation FM loss and FD-3D of the model's samples against the held-out clips `real` (uint8)."""
     model.eval()
     begin = time.perf_counter()
-    clips = as_tensor(real).split(args.batch)  # in pieces: a peer's attention on all clips at once may not fit
+    clips = from_uint8(real).split(args.batch)  # in pieces: a peer's attention on all clips at once may not fit
     val_loss = sum(validation_loss(model, c.to(device), seed=cfg.seed) * len(c) for c in clips) / len(real)
     fake = sample_videos(model, noise_for(cfg, args.num, cfg.seed + 1), args.sample_steps, args.solver,
                          device=device, batch_size=args.batch)
@@ -114,7 +114,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="train this many steps instead of --minutes")
     parser.add_argument("--num", type=int, default=16, help="generated and real clips for FD-3D and the val loss")
     parser.add_argument("--sample-steps", type=int, default=8, help="ODE steps when sampling")
-    parser.add_argument("--solver", choices=("heun", "euler"), default="heun")
+    parser.add_argument("--solver", choices=SOLVERS, default="heun")
     parser.add_argument("--batch", type=int, default=8, help="clips per forward pass when sampling")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

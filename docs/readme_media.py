@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mariofm.checkpoint import load_model
 from mariofm.data import real_clips
-from mariofm.generate import load_model, noise_for, sample_videos
+from mariofm.sample import noise_for, sample_videos
 from mariofm.video import video_grid, write_gif
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

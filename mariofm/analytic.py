@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from mariofm.flow import Velocity
+from mariofm.flow import Velocity, broadcast_t
 
 
 def gaussian_marginal(mu: float | torch.Tensor, s: float | torch.Tensor, t: torch.Tensor,
@@ -44,7 +44,7 @@ def gaussian_velocity(mu: float | torch.Tensor, s: float | torch.Tensor) -> Velo
         raise ValueError("gaussian_velocity needs a standard deviation s > 0 in every dimension")
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(-1, *(1,) * (x.ndim - 1)).to(x.dtype)
+        t = broadcast_t(t, x).to(x.dtype)
         mean, std = gaussian_marginal(mu, s, t)
         return -mu + (t - (1 - t) * s**2) / std**2 * (x - mean)
 
@@ -57,7 +57,7 @@ def gaussian_flow(mu: float | torch.Tensor, s: float | torch.Tensor, z: torch.Te
 
     At t = 0 it is μ + s·z, the sample a perfect solver returns for noise z. t has shape (B,).
     """
-    mean, std = gaussian_marginal(mu, s, t.reshape(-1, *(1,) * (z.ndim - 1)).to(z.dtype))
+    mean, std = gaussian_marginal(mu, s, broadcast_t(t, z).to(z.dtype))
     return mean + std * z
 
 

@@ -2,6 +2,12 @@
 
 Every module that owns a subcommand exposes `add_cli(subparsers)`, which adds its parser and sets
 `func(args) -> int`. Modules are imported only when needed, so `record` never imports the model.
+
+Exit codes, the same for every command: 0 done; 2 bad input (a missing file or folder, a setting that cannot
+work, a foreign or damaged checkpoint, a run folder in use or holding another run, a destination that cannot be
+written, a training run that diverged or does not fit in memory); 130 interrupted (Ctrl-C). Arguments and
+destinations are checked before any expensive work.
+Errors go to stderr as one line that says what is wrong, never a traceback.
 """
 
 from __future__ import annotations
@@ -22,16 +28,34 @@ COMMANDS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a step count, a number of videos, an interval)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (0 meaning: none, skip)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mariofm", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="|".join(COMMANDS))
     for name, module in COMMANDS.items():
         if only is None or only == name:
-            try:
-                importlib.import_module(module).add_cli(subparsers)
-            except ModuleNotFoundError as err:
-                if err.name != module:  # a real missing dependency, not a command still to come
-                    raise
+            importlib.import_module(module).add_cli(subparsers)
     return parser
 
 
@@ -46,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
-        # bad input (a missing data folder, a wrong setting, a foreign checkpoint): say what, not a traceback
+        # bad input (a missing data folder, a wrong setting, a foreign checkpoint, a diverged run: all
+        # ValueErrors): say what, not a traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

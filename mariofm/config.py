@@ -7,7 +7,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
+
+# the allowed values of the string settings, stated once (mariofm.flow and mariofm.sample use them; the CLI too)
+SOLVERS = ("euler", "heun")  # ODE solvers of mariofm.sample
+TIME_SAMPLINGS = ("uniform", "logit_normal")  # training-time distributions of mariofm.flow.sample_t
+CONVS = ("3d", "2+1d", "2d")  # convolutions of mariofm.unet ("2d": frames never mix, the world model)
+PREDICTIONS = ("velocity", "x0")  # what the net outputs (mariofm.unet); the loss and samplers always see v
 
 
 @dataclass
@@ -30,7 +37,7 @@ class Config:
     dropout: float = 0.0
     prediction: str = "velocity"  # what the net outputs: "velocity" v, or "x0" (a clean clip; v derived, flow.py)
     t_min: float = 0.05  # with prediction="x0": v = (x_t − x̂0) / max(t, t_min)
-    grad_checkpoint: bool = False  # recompute activations in backward to save memory
+    recompute_activations: bool = False  # keep only each block's input, redo the block in backward: less memory
     # --- world model: predict the next frame from K earlier ones and the buttons (mariofm/conditioning.py) ---
     context_frames: int = 0  # K; 0 = the unconditional video model, > 0 = a next-frame model (sequence_length 1)
     context_noise: float = 0.1  # training: context frames get N(0, σ²) noise, σ ~ U(0, context_noise)
@@ -38,6 +45,7 @@ class Config:
     frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
+    grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
     epochs: int = 50
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -51,7 +59,6 @@ class Config:
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
     fps: int = 30
-    video_duration: int = 5  # seconds of video the seed design aimed for (kept for reference; unused)
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(self.channel_mults)
@@ -68,6 +75,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
+        """The Config saved as `d` (by to_dict). Old field names are read under their new ones (the shipped
+        model's metadata holds them); a field no config knows is an error."""
+        d = {_RENAMED.get(k, k): v for k, v in d.items() if k not in _REMOVED}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -83,10 +93,12 @@ class Config:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-_POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride",
-             "base_ch", "num_res_blocks", "patch_size", "time_dim", "batch_size", "epochs", "sample_steps", "fps")
-_CHOICES = {"prediction": ("velocity", "x0"), "conv": ("3d", "2+1d", "2d"),
-            "time_sampling": ("uniform", "logit_normal"), "solver": ("heun", "euler")}
+_RENAMED = {"grad_checkpoint": "recompute_activations"}  # old name -> new name
+_REMOVED = ("video_duration",)  # fields of older versions that nothing reads any more
+
+_POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride", "base_ch",
+             "num_res_blocks", "patch_size", "time_dim", "batch_size", "grad_accum", "epochs", "sample_steps", "fps")
+_CHOICES = {"prediction": PREDICTIONS, "conv": CONVS, "time_sampling": TIME_SAMPLINGS, "solver": SOLVERS}
 
 
 def validate(cfg: Config) -> None:
@@ -107,9 +119,12 @@ def validate(cfg: Config) -> None:
             ok = max(factor, round(value / factor) * factor)
             raise ValueError(f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} "
                              f"for patch_size={cfg.patch_size}, channel_mults={cfg.channel_mults}; e.g. {name}={ok}")
-    for name in ("lr", "ema_decay", "time_scale", "t_min"):
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be > 0")
+    for name in ("lr", "ema_decay", "time_scale", "t_min", "grad_clip"):
+        if not 0 < getattr(cfg, name) < math.inf:  # NaN fails too
+            raise ValueError(f"config field {name}={getattr(cfg, name)!r} must be a finite number > 0")
+    if cfg.batch_size % cfg.grad_accum:
+        raise ValueError(f"config field grad_accum={cfg.grad_accum} must divide batch_size={cfg.batch_size} "
+                         f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")
     if not 0 < cfg.ema_decay < 1:
         raise ValueError(f"config field ema_decay={cfg.ema_decay!r} must lie in (0, 1), e.g. 0.999")
     if not isinstance(cfg.context_frames, int) or cfg.context_frames < 0:
@@ -141,7 +156,7 @@ PRESETS: dict[str, dict] = {
                   channel_mults=(1, 2, 4, 4), conv="2+1d", temporal_attention=True, batch_size=4, lr=2e-4,
                   fps=15),
     # the seed design: full 3x3x3 convolutions on 60 full-size frames, 21.9M parameters
-    "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, grad_checkpoint=True),
+    "seed": dict(conv="3d", channel_mults=(1, 2, 2, 4), num_res_blocks=1, recompute_activations=True),
     # world models (next frame from K = context_frames earlier ones + buttons; per-frame 2D nets, x0-prediction,
     # few Euler steps): tests; a 2-core CPU; one GPU
     "world-smoke": dict(video_height=32, video_width=32, sequence_length=1, frame_stride=2, context_frames=2,
@@ -167,8 +182,12 @@ def preset(name: str, **overrides) -> Config:
     return Config(**{**PRESETS[name], **overrides})
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """Turn CLI `key=value` strings into typed overrides using the dataclass field types."""
+    """Turn CLI `key=value` strings into typed overrides using the dataclass field types. A value that does
+    not parse as its field's type is an error naming the key (never a silent default: amp=maybe is refused)."""
     defaults = Config()
     out: dict = {}
     for pair in pairs:
@@ -176,14 +195,23 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not hasattr(defaults, key):
             raise ValueError(f"bad --set {pair!r}: expected key=value with key one of "
                              f"{[f.name for f in fields(Config)]}")
-        current = getattr(defaults, key)
+        current, word = getattr(defaults, key), raw.strip().lower()
         if isinstance(current, bool):
-            out[key] = raw.lower() in ("1", "true", "yes", "on")
-        elif isinstance(current, tuple):
-            out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
-        else:
-            out[key] = type(current)(raw)
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError(f"--set {pair}: {key} is true or false; write one of "
+                                 f"{'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}")
+            out[key] = word in TRUE_WORDS
+            continue
+        kind = "a tuple of integers, e.g. 1,2,4" if isinstance(current, tuple) else \
+            f"{'an' if type(current) is int else 'a'} {type(current).__name__}, e.g. {key}={current}"
+        try:
+            if isinstance(current, tuple):
+                out[key] = tuple(int(v) for v in raw.strip("()[] ").split(",") if v.strip())
+            else:
+                out[key] = type(current)(raw)
+        except ValueError:
+            raise ValueError(f"--set {pair}: {key} takes {kind}, not {raw!r}") from None
     return out
 
 
-__all__ = ["Config", "PRESETS", "preset", "parse_overrides", "validate"]
+__all__ = ["SOLVERS", "TIME_SAMPLINGS", "CONVS", "Config", "PRESETS", "preset", "parse_overrides", "validate"]

@@ -25,11 +25,43 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from mariofm.video import VideoReadError, iter_frames
+from mariofm.video import VideoReadError, from_uint8, iter_frames
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv")
 CACHE_VERSION = 1  # bump when the cached arrays change meaning
 RECORD_COMMAND = "python -m mariofm record --out {root} --clips 40 --frames 300 --seed 0"
+
+
+class ActionsError(ValueError):
+    """An .actions.npy sidecar that cannot be read, or whose values are not one controller byte per frame."""
+
+
+def load_actions(sidecar: str | Path, n_frames: int | None = None) -> np.ndarray:
+    """A clip's actions from its `<stem>.actions.npy`: uint8 (T,), one controller byte (0..255) per frame.
+
+    Refused with an ActionsError naming the file: a file numpy cannot read (or an object array, which would
+    need unpickling), an array that is not 1-D, values that are not whole numbers in 0..255 (a plain cast to
+    uint8 would wrap 1579 to 43 without a word), and, given `n_frames`, a length other than n_frames."""
+    sidecar = Path(sidecar)
+    try:
+        actions = np.load(sidecar, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # garbage, truncated, or an object array (needs pickle)
+        raise ActionsError(f"{sidecar} is not a readable numeric .npy array ({err})") from None
+    if not isinstance(actions, np.ndarray) or actions.dtype.kind not in "biuf":
+        kind = getattr(actions, "dtype", type(actions).__name__)
+        raise ActionsError(f"{sidecar} holds {kind} values; actions are controller bytes, integers 0..255")
+    if actions.ndim != 1:
+        raise ActionsError(f"{sidecar} holds an array of shape {actions.shape}; actions are one controller byte "
+                           f"per frame, shape ({n_frames if n_frames is not None else 'frames'},)")
+    bad = ~np.isfinite(actions) | (actions != np.round(actions)) | (actions < 0) | (actions > 255) \
+        if actions.dtype.kind == "f" else (actions < 0) | (actions > 255)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ActionsError(f"{sidecar} holds {actions[i].item()!r} at frame {i} ({int(bad.sum())} bad value(s)); "
+                           f"actions are controller bytes, integers 0..255")
+    if n_frames is not None and len(actions) != n_frames:
+        raise ActionsError(f"{sidecar} holds {len(actions)} actions for a video of {n_frames} frames")
+    return actions.astype(np.uint8)
 
 
 class NoDataError(FileNotFoundError):
@@ -86,13 +118,15 @@ class MarioClips(Dataset):
     file start `hop` frames apart (default: half a span). Items are dicts:
         video    float32 (3, T, H, W) in [-1, 1]     actions  uint8 (T,)  (zeros when has_actions is False)
         path     the video file (str)                 start    index of the window's first source frame
-    Files that can't be decoded or are shorter than one window are skipped with a warning.
+    Files that can't be decoded or are shorter than one window are skipped with a warning. A clip whose
+    actions sidecar is damaged trains without actions, with a warning naming the file; `require_actions=True`
+    (a model conditioned on actions) makes that, and a missing sidecar, an error (see `load_actions`).
     """
 
     def __init__(self, root: str | Path, sequence_length: int, size: tuple[int, int] = (240, 256),
                  frame_stride: int = 1, split: str = "train", val_fraction: float = 0.1,
                  cache_dir: str | Path | None = None, hop: int | None = None, seed: int = 0,
-                 progress: bool = True) -> None:
+                 progress: bool = True, require_actions: bool = False) -> None:
         for name, value in (("sequence_length", sequence_length), ("frame_stride", frame_stride),
                             ("height", size[0]), ("width", size[1]), ("hop", 1 if hop is None else hop)):
             if not isinstance(value, int) or value < 1:
@@ -106,6 +140,7 @@ class MarioClips(Dataset):
         self.span = (sequence_length - 1) * frame_stride + 1  # source frames under one window
         self.hop = hop or max(1, self.span // 2)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".cache"
+        self.require_actions = require_actions  # a bad or missing sidecar: an error (else skip with a warning)
         self.decoded = 0  # files decoded by this constructor (0 when every one came from the cache)
         self._arrays: dict[int, np.ndarray] = {}  # per process: memory maps opened so far
         self._memory: dict[Path, np.ndarray] = {}  # decoded frames when the cache folder is not writable
@@ -200,17 +235,21 @@ class MarioClips(Dataset):
             return frames, None
         return np.load(cache_file, mmap_mode="r"), cache_file
 
-    @staticmethod
-    def _load_actions(path: Path, n_frames: int) -> np.ndarray | None:
+    def _load_actions(self, path: Path, n_frames: int) -> np.ndarray | None:
+        """The clip's actions, or None without a sidecar. A bad sidecar is an error when `require_actions`
+        (a model that needs them), else a warning naming it, and the clip trains without actions."""
         sidecar = path.with_name(path.stem + ".actions.npy")
         if not sidecar.is_file():
+            if self.require_actions:
+                raise ActionsError(f"{sidecar} is missing: this model needs the actions behind every frame")
             return None
-        actions = np.load(sidecar)
-        if actions.shape != (n_frames,):
-            warnings.warn(f"ignoring {sidecar}: {actions.shape[0] if actions.ndim else 0} actions for "
-                          f"{n_frames} frames", stacklevel=3)
+        try:
+            return load_actions(sidecar, n_frames)
+        except ActionsError as err:
+            if self.require_actions:
+                raise
+            warnings.warn(f"ignoring the actions of {path.name}: {err}", stacklevel=3)
             return None
-        return actions.astype(np.uint8)
 
     def frames(self, index: int) -> np.ndarray:
         """All cached frames of file `index`, uint8 (N, H, W, 3) (a memory map)."""
@@ -242,21 +281,23 @@ class MarioClips(Dataset):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         i %= len(self)
         index, start = self.windows[i]
-        # (T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]. numpy, one copy: torch's multi-threaded
-        # element-wise ops were 4-8x slower here on a busy 2-core machine
-        video = self._window(i).transpose(3, 0, 1, 2).astype(np.float32, order="C")
-        video /= 127.5
-        video -= 1
+        video = from_uint8(self._window(i))  # (T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]
         actions = self.actions[index]
         has_actions = actions is not None
         window_actions = actions[start:start + self.span:self.frame_stride] if has_actions \
             else np.zeros(self.sequence_length, np.uint8)
-        return {"video": torch.from_numpy(video), "actions": torch.from_numpy(np.array(window_actions)),
+        return {"video": video, "actions": torch.from_numpy(np.array(window_actions)),
                 "has_actions": has_actions, "path": str(self.files[index]), "start": start}
 
     def __repr__(self) -> str:
         return (f"MarioClips({str(self.root)!r}, split={self.split!r}: {len(self.files)} files, {len(self)} "
                 f"windows of {self.sequence_length} frames, stride {self.frame_stride}, size {self.size})")
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack the tensor entries of data set items into a batch, {"video": (B, C, T, H, W), "actions": (B, T)};
+    the rest (file names, start frames, flags) is dropped. Training takes every batch in this form."""
+    return {k: torch.stack([item[k] for item in items]) for k, v in items[0].items() if torch.is_tensor(v)}
 
 
 def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), sequence_length: int = 16,
@@ -274,4 +315,5 @@ def real_clips(root: str | Path, n: int, size: tuple[int, int] = (240, 256), seq
     return np.stack([ds.window(int(i)) for i in chosen])
 
 
-__all__ = ["MarioClips", "NoDataError", "real_clips", "find_videos", "split_files", "resize_frame"]
+__all__ = ["MarioClips", "NoDataError", "ActionsError", "load_actions",
+           "collate", "real_clips", "find_videos", "split_files", "resize_frame"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mariofm.cli import positive_int
 from mariofm.config import preset
 
 
@@ -45,9 +46,10 @@ def preview_real(data: Path, out: Path, fps: int) -> list[Path]:
 
 def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs", *, minutes: float = 10.0,
              train_model: bool = True, clips: int = 40, frames: int = 300, seed: int = 0) -> dict:
+    from mariofm.checkpoint import MODEL
     from mariofm.generate import generate
     from mariofm.record import record_clips
-    from mariofm.train import MODEL, train
+    from mariofm.train import train
 
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,8 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
     checkpoint = None
     if train_model:
         print(f"[3/4] training the cpu preset for {minutes:g} minutes")
-        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100)
+        # the demo's own run folder: a second demo replaces the first one's run (train says what it removes)
+        run = train(preset("cpu"), data, out / "run", minutes=minutes, checkpoint_every=100, overwrite=True)
         checkpoint = run / MODEL
         made += [run / "loss_curve.png", run / "metrics.jsonl"]
     else:
@@ -84,8 +87,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", default="outputs")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget")
     p.add_argument("--no-train", dest="train_model", action="store_false", help="use the shipped model")
-    p.add_argument("--clips", type=int, default=40, help="clips to record when the data folder is empty")
-    p.add_argument("--frames", type=int, default=300, help="frames per recorded clip")
+    p.add_argument("--clips", type=positive_int, default=40, help="clips to record when the data folder is empty")
+    p.add_argument("--frames", type=positive_int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cli)
 

@@ -19,18 +19,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mariofm.checkpoint import load_model
+from mariofm.cli import non_negative_int, positive_int
 from mariofm.config import Config
-
-
-def as_tensor(clips: np.ndarray) -> torch.Tensor:
-    """uint8 (N, T, H, W, 3) → float (N, 3, T, H, W) in [-1, 1], the training scaling."""
-    return torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+from mariofm.data import real_clips
+from mariofm.device import default_device
+from mariofm.flow import validation_loss
+from mariofm.likelihood import bits_per_dim
+from mariofm.metrics import compare
+from mariofm.runfolder import writable_file
+from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
+from mariofm.video import from_uint8
 
 
 def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """N validation clips (the reference) and N other real clips (the floor), at the model's size."""
-    from mariofm.data import real_clips
-
     kwargs = dict(size=(cfg.video_height, cfg.video_width), sequence_length=cfg.sequence_length,
                   frame_stride=cfg.frame_stride, seed=seed)
     return real_clips(data, num, split="val", **kwargs), real_clips(data, num, split="train", **kwargs)
@@ -39,27 +42,31 @@ def held_out_sets(cfg: Config, data: str | Path, num: int, seed: int) -> tuple[n
 def evaluate(checkpoint: str | Path | None, data: str | Path, *, num: int = 64, steps: int | None = None,
              solver: str | None = None, seed: int = 0, bpd_clips: int = 2, bpd_steps: int = 8, probes: int = 1,
              device: str | None = None, progress: bool = True) -> dict:
-    from mariofm.generate import load_model, noise_for, sample_videos
-    from mariofm.likelihood import bits_per_dim
-    from mariofm.metrics import compare
-    from mariofm.sample import nfe
-    from mariofm.train import validation_loss
-
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Sample `num` clips and score them against held-out real clips; return the report (also what
+    `--out` writes). `bpd_clips` of the real clips get the bits/dim; the report gives the numbers used."""
+    for name, value, least in (("num", num, 1), ("steps", steps, 1), ("bpd-clips", bpd_clips, 0),
+                               ("bpd-steps", bpd_steps, 1), ("probes", probes, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"--{name} {value}: must be at least {least}")
+    if bpd_clips > num:
+        raise ValueError(f"--bpd-clips {bpd_clips} is more than --num {num}: bits/dim is measured on the "
+                         f"evaluation's own real clips; lower --bpd-clips or raise --num")
+    dev = default_device(device)
     model, cfg = load_model(checkpoint, device=dev)
     if cfg.context_frames:
         raise ValueError(f"{checkpoint} is a world model (context_frames={cfg.context_frames}): evaluate it with "
                          "`python -m mariofm evaluate --world`")
     steps, solver = steps or cfg.sample_steps, solver or cfg.solver
     real, floor = held_out_sets(cfg, data, num, seed)
-    num = min(len(real), len(floor))  # a small data set may hold fewer windows than asked for
+    num = min(len(real), len(floor))  # a small data set may hold fewer windows than asked for (it warns)
+    bpd_clips = min(bpd_clips, num)  # ... and so fewer clips for bits/dim: the report says how many
     real, floor = real[:num], floor[:num]
     begin = time.perf_counter()
     fake = sample_videos(model, noise_for(cfg, num, seed + 1), steps, solver, device=dev, progress=progress)
     report = dict(checkpoint=str(checkpoint or "shipped"), num=num, steps=steps, solver=solver,
                   nfe=nfe(steps, solver), sample_seconds=round(time.perf_counter() - begin, 2))
     report["metrics"] = compare(fake, real, real_floor=floor)  # the feature nets keep their own fixed seed
-    report["val_fm_loss"] = validation_loss(model, as_tensor(real[:16]).to(dev), seed=seed)
+    report["val_fm_loss"] = validation_loss(model, from_uint8(real[:16]).to(dev), seed=seed)
     if bpd_clips:
         bpd = bits_per_dim(model, torch.from_numpy(real[:bpd_clips]).permute(0, 4, 1, 2, 3).to(dev),
                            steps=bpd_steps, probes=probes, generator=torch.Generator().manual_seed(seed),
@@ -97,13 +104,14 @@ def add_cli(subparsers) -> None:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="run folder, .pt or .safetensors (default: shipped model)")
     p.add_argument("--data", default="data_video/mario")
-    p.add_argument("--num", type=int, default=64, help="generated clips, and real clips in each real set")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--solver", choices=("heun", "euler"), default=None)
+    p.add_argument("--num", type=positive_int, default=64, help="generated clips, and real clips in each real set")
+    p.add_argument("--steps", type=positive_int, default=None, help="ODE steps (default: the config's)")
+    p.add_argument("--solver", choices=SOLVERS, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bpd-clips", type=int, default=2, help="validation clips for bits/dim (0: skip)")
-    p.add_argument("--bpd-steps", type=int, default=8, help="Heun steps of the likelihood ODE")
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes for the divergence")
+    p.add_argument("--bpd-clips", type=non_negative_int, default=2,
+                   help="validation clips for bits/dim, at most --num (0: skip)")
+    p.add_argument("--bpd-steps", type=positive_int, default=8, help="Heun steps of the likelihood ODE")
+    p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes for the divergence")
     p.add_argument("--world", action="store_true",
                    help="evaluate a world model (mariofm.world_eval): horizons, buttons against the real game, "
                         "stability; --num is then the held-out starts")
@@ -117,6 +125,8 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    if args.out:
+        writable_file(args.out)  # a folder or a read-only place fails now, not after the sampling
     if args.world:
         from mariofm.world_eval import evaluate_world, print_world_table, write_report
 
@@ -133,7 +143,6 @@ def _cli(args) -> int:
                       device=args.device)
     print_table(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0

@@ -7,21 +7,25 @@
 The network never sees x0 or ε, only x_t, so the best it can do is the average of v* over all the (x0, ε) pairs
 that pass through x_t: v(x, t) = E[ε − x0 | x_t = x]. That field carries noise to data when integrated from
 t = 1 to t = 0 (mariofm.sample); mariofm.analytic writes it in closed form for Gaussian data.
+
+A conditioned model (say, on the controller's actions) reads its conditions as keyword arguments,
+`model(x_t, t, actions=...)`; the loss sees it as `functools.partial(model, **cond)`, still a velocity of (x, t).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
+from mariofm.config import TIME_SAMPLINGS
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Any `velocity(x, t) -> dx/dt` with x of shape (B, ...) and t of shape (B,): the UNet, its EMA copy, a formula."""
 
-TIME_SAMPLINGS = ("uniform", "logit_normal")
 
-
-def _per_sample(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def broadcast_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """View t of shape (B,) as (B, 1, ..., 1) so that it scales each sample of x."""
     if t.shape != x.shape[:1]:
         raise ValueError(f"t must have shape (B,)={tuple(x.shape[:1])}, one time per sample; got {tuple(t.shape)}")
@@ -30,7 +34,7 @@ def _per_sample(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t = (1 − t)·x0 + t·ε, with one t per sample (shape (B,)) broadcast over the other dims."""
-    t = _per_sample(t, x0).to(x0.dtype)
+    t = broadcast_t(t, x0).to(x0.dtype)
     return (1 - t) * x0 + t * noise
 
 
@@ -47,7 +51,7 @@ def velocity_from_x0(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, t
     pixel by pixel) has the easier job in pixel space ("Back to Basics", Li & He 2025; EDM's c_skip/c_out is the
     same idea). Near t = 0 the division would blow up any error in x̂0, so t is floored at t_min.
     """
-    return (x_t - x0_hat) / _per_sample(t, x_t).clamp(min=t_min).to(x_t.dtype)
+    return (x_t - x0_hat) / broadcast_t(t, x_t).clamp(min=t_min).to(x_t.dtype)
 
 
 def sample_t(batch: int, kind: str = "uniform", *, generator: torch.Generator | None = None,
@@ -116,4 +120,37 @@ def loss_by_t(t: torch.Tensor, per_sample: torch.Tensor, bins: int = 10,
     return centres, total / count, count  # 0 / 0 = nan for an empty bin
 
 
-__all__ = ["Velocity", "interpolate", "target_velocity", "velocity_from_x0", "sample_t", "fm_loss", "loss_by_t"]
+def conditioning(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of `batch` that `model` takes as conditions: the names in its `conditions` attribute (none
+    for the unconditional VideoUNet). A dataset item may hold more (file names, start frames); they are left out."""
+    names = tuple(getattr(model, "conditions", ()))
+    if missing := [n for n in names if n not in batch]:
+        raise ValueError(f"the model is conditioned on {list(names)}, but the batch holds only {sorted(batch)}; "
+                         f"missing {missing}. Train on a data set whose items hold them")
+    return {n: batch[n] for n in names}
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8, seed: int = 0,
+                    batch_size: int = 4, cond: dict[str, torch.Tensor] | None = None) -> float:
+    """The flow-matching loss averaged over a fixed t grid (the midpoints of `t_grid` equal bins of [0, 1]) with
+    fixed noise from `seed`: the same number for the same model, so it compares across epochs and runs.
+    `cond` holds the model's conditions, one row per clip (see `conditioning`)."""
+    cond = cond or {}
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
+        noise = torch.randn(clips.shape, generator=g).to(clips.device)
+        for start in range(0, clips.shape[0], batch_size):
+            x0, eps = clips[start:start + batch_size], noise[start:start + batch_size]
+            rows = {k: v[start:start + batch_size] for k, v in cond.items()}
+            t = torch.full((x0.shape[0],), float(t_value), device=clips.device)
+            total += fm_loss(functools.partial(model, **rows), x0, t=t, noise=eps)[0].item() * x0.shape[0]
+    model.train(was_training)
+    return total / (t_grid * clips.shape[0])
+
+
+__all__ = ["TIME_SAMPLINGS", "Velocity", "broadcast_t", "interpolate", "target_velocity", "velocity_from_x0",
+           "sample_t", "fm_loss", "loss_by_t", "conditioning", "validation_loss"]

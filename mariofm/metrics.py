@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mariofm.video import from_uint8
+
 
 def check_videos(videos: np.ndarray, name: str = "videos", min_n: int = 1) -> np.ndarray:
     """Return `videos` as a uint8 (N, T, H, W, 3) array with T >= 2, or raise a ValueError that says why."""
@@ -95,7 +97,7 @@ class _RandomConvFeatures:
         videos = check_videos(videos)
         out = []
         for i in tqdm(range(0, len(videos), self.batch_size), desc=type(self).__name__, disable=not progress):
-            x = torch.from_numpy(videos[i:i + self.batch_size]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+            x = from_uint8(videos[i:i + self.batch_size])
             out.append(self._pool(self._layers(self._input(x))).double())
         return torch.cat(out).numpy()
 

@@ -10,8 +10,8 @@ seed gives the same frames.
 The API (frames are uint8 RGB (H, W, 3); buttons are controller bytes, mariofm.nes: RIGHT | B = 0x41, or float
 button bits (..., 8) as in training, mariofm.conditioning.action_bits):
 
-    from mariofm.generate import load_model
-    model, cfg = load_model("mariofm/checkpoints/mariofm_world.safetensors")
+    from mariofm.checkpoint import WORLD_SHIPPED, load_model
+    model, cfg = load_model(WORLD_SHIPPED)     # mariofm/checkpoints/mariofm_world.safetensors
     context, actions = recording_start("data_video/mario", cfg, clip=0)   # K real frames; real buttons after
     frames = rollout(model, context, actions[:cfg.context_frames + 300], steps=4, solver="euler", seed=0)
     #   context (K, H, W, 3) or (B, K, H, W, 3); actions (K + N,) bytes or (K + N, 8) bits (B first if batched):
@@ -238,7 +238,7 @@ def add_cli(subparsers) -> None:
 def _cli(args) -> int:
     import time
 
-    from mariofm.generate import WORLD_SHIPPED, load_model
+    from mariofm.checkpoint import WORLD_SHIPPED, load_model
     from mariofm.video import write_gif, write_mp4
 
     if args.frames < 1:

@@ -11,18 +11,23 @@ is smooth. `sample` skips the corrector of the last step, as EDM does (Karras et
 Euler, so 2·steps − 1 evaluations. One Euler step adds an error O(h²), the same order as Heun's global error, so
 the order stays 2; and the net is never asked for v at t = 0, an end that training visits rarely (logit-normal t
 almost never). `final_corrector=True` gives textbook Heun, 2 per step, exactly torchdiffeq's "heun2".
+
+`noise_for` draws the starting noise of a config's clips from a seed; `sample_videos` runs `sample` in batches
+and returns displayable uint8 videos.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mariofm.config import SOLVERS, Config
 from mariofm.flow import Velocity
-
-SOLVERS = ("euler", "heun")
+from mariofm.video import to_uint8
 
 
 def nfe(steps: int, solver: str = "heun", *, final_corrector: bool = False) -> int:
@@ -92,4 +97,31 @@ def sample(velocity: Velocity, x1: torch.Tensor, steps: int, solver: str = "heun
                      callback=callback)
 
 
-__all__ = ["SOLVERS", "nfe", "solve_ode", "sample"]
+def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
+    """The starting noise x1 ~ N(0, I) of `num` clips, drawn on the CPU so a seed gives the same videos on
+    every device."""
+    shape = (num, cfg.video_channels, cfg.sequence_length, cfg.video_height, cfg.video_width)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solver: str = "heun", *,
+                  device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = False,
+                  cond: dict[str, torch.Tensor] | None = None) -> np.ndarray:
+    """Integrate from `noise` (t=1) to t=0 in batches; return uint8 videos (N, T, H, W, 3).
+
+    `cond` holds the model's conditioning inputs (one row per clip, e.g. actions), passed to it as keyword
+    arguments; empty for the unconditional VideoUNet."""
+    cond = cond or {}
+    was_training = model.training
+    model.eval()
+    out = []
+    for i, chunk in enumerate(noise.split(batch_size)):
+        rows = {k: v[i * batch_size:(i + 1) * batch_size].to(device) for k, v in cond.items()}
+        x0 = sample(functools.partial(model, **rows), chunk.to(device), steps, solver, progress=progress)
+        out.append(to_uint8(x0.float().cpu()))
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+__all__ = ["SOLVERS", "nfe", "solve_ode", "sample", "noise_for", "sample_videos"]

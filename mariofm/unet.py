@@ -63,9 +63,8 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> to
 class TemporalConv(nn.Conv2d):
     """A 3x1x1 conv over time with padding 1: (B, C, T, H, W) -> (B, C, T, H, W).
 
-    Run as a (3, 1) Conv2d on the view (B, C, T, H·W): the same sums over the same weights, but on CPU
-    oneDNN's 2D kernel ran forward+backward 1.8-3.3x faster than Conv3d(kernel (3, 1, 1)) on cpu-preset
-    shapes (torch 2.13, AVX512, 1 thread), which took ~25% off a cpu-preset training step.
+    Run as a (3, 1) Conv2d on the view (B, C, T, H·W): the same sums over the same weights, and on the CPU
+    oneDNN's 2D kernels are faster than Conv3d's for a kernel this thin (measure it with benchmarks/).
     It starts as the identity, so at init the "2+1d" net is an image model applied to each frame, and it
     learns how much to mix neighbouring frames (as in lucidrains' make-a-video).
     """
@@ -222,12 +221,15 @@ class VideoUNet(nn.Module):
     implies, (x_t − x̂0) / max(t, t_min): to the loss and the samplers the model is a velocity model either way.
     """
 
+    conditions: tuple[str, ...] = ()  # batch entries forward() takes as keyword arguments: none, it is unconditional
+
     def __init__(self, cfg: Config):
         super().__init__()
         chs = [cfg.base_ch * m for m in cfg.channel_mults]
-        td, kind, p, n = cfg.time_dim, cfg.conv, cfg.dropout, cfg.num_res_blocks
+        td, kind, drop, n = cfg.time_dim, cfg.conv, cfg.dropout, cfg.num_res_blocks
         self.cfg = cfg  # for callers such as mariofm.rollout (its sample_steps and solver)
-        self.channels, self.time_dim, self.grad_checkpoint = cfg.video_channels, td, cfg.grad_checkpoint
+        self.channels, self.time_dim = cfg.video_channels, td
+        self.recompute_activations = cfg.recompute_activations
         self.time_scale, self.prediction, self.t_min = cfg.time_scale, cfg.prediction, cfg.t_min
         self.frame_residual = cfg.frame_residual
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
@@ -242,15 +244,15 @@ class VideoUNet(nn.Module):
         for i, ch in enumerate(chs):
             prev = chs[max(i - 1, 0)]
             self.down_blocks.append(nn.ModuleList(
-                Residual3DBlock(prev if j == 0 else ch, ch, td, kind, p) for j in range(n)))
+                Residual3DBlock(prev if j == 0 else ch, ch, td, kind, drop) for j in range(n)))
             self.downs.append(Down3D(ch) if i < len(chs) - 1 else nn.Identity())
-        self.mid = nn.ModuleList([Residual3DBlock(chs[-1], chs[-1], td, kind, p) for _ in range(2)])
+        self.mid = nn.ModuleList([Residual3DBlock(chs[-1], chs[-1], td, kind, drop) for _ in range(2)])
         self.attn = TemporalAttention(chs[-1]) if cfg.temporal_attention else nn.Identity()
         self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(chs))):  # the input of each level's first block is [h, skip]: 2·ch wide
             ch = chs[i]
             self.up_blocks.append(nn.ModuleList(
-                Residual3DBlock(2 * ch if j == 0 else ch, ch, td, kind, p) for j in range(n)))
+                Residual3DBlock(2 * ch if j == 0 else ch, ch, td, kind, drop) for j in range(n)))
             self.ups.append(Up3D(ch, chs[i - 1]) if i > 0 else nn.Identity())
         # with patches, a 1x3x3 head lets each output pixel see its neighbours across patch borders
         head = nn.Conv3d(chs[0], cfg.video_channels * self.patch**2, 1) if self.patch == 1 else \
@@ -265,7 +267,7 @@ class VideoUNet(nn.Module):
         self.factor = self.patch * 2 ** (len(chs) - 1)
 
     def _block(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpoint and torch.is_grad_enabled():  # keep only the block's input; redo it in backward
+        if self.recompute_activations and torch.is_grad_enabled():  # keep only the block's input; redo it in backward
             return checkpoint(block, h, emb, use_reentrant=False)
         return block(h, emb)
 

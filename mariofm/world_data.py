@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mariofm.conditioning import action_bits
-from mariofm.data import MarioClips, NoDataError
+from mariofm.data import MarioClips, NoDataError, find_videos
 
 
 class NoActionsError(NoDataError):
@@ -51,19 +51,23 @@ class NextFrames(Dataset):
         if not isinstance(context_frames, int) or context_frames < 1:
             raise ValueError(f"context_frames={context_frames!r} must be a positive integer, e.g. 4")
         self.context_frames = context_frames
-        try:
-            self.clips = MarioClips(root, context_frames + 1, size, frame_stride, split, hop=hop, **kwargs)
-        except NoDataError as err:  # say what the window length comes from
+        videos = find_videos(Path(root)) if Path(root).is_dir() else []
+        missing = [str(v) for v in videos if not v.with_name(v.stem + ".actions.npy").is_file()]
+        if missing:  # all of them named at once (MarioClips would stop at the first)
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise NoActionsError(root, f"a world model needs the buttons behind every frame, but {len(missing)} "
+                                       f"video file(s) have no <stem>.actions.npy beside them: {shown}. Record "
+                                       f"clips with mariofm's recorder, which writes them")
+        try:  # require_actions: a damaged sidecar is an error too (mariofm.data.load_actions)
+            self.clips = MarioClips(root, context_frames + 1, size, frame_stride, split, hop=hop,
+                                    require_actions=True, **kwargs)
+        except NoDataError as err:
+            if " frames < " not in str(err):  # not a matter of clip length
+                raise
             span = context_frames * frame_stride + 1
             raise NoDataError(root, f"context_frames={context_frames} at frame_stride={frame_stride} needs clips "
                                     f"of at least {span} recorded frames (K context frames + the next one). "
                                     f"{str(err).splitlines()[0]}") from None
-        missing = [str(path) for path, actions in zip(self.clips.files, self.clips.actions) if actions is None]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise NoActionsError(root, f"a world model needs the buttons behind every frame, but {len(missing)} "
-                                       f"video file(s) have no matching <stem>.actions.npy of one byte per frame: "
-                                       f"{shown}. Record clips with mariofm's recorder, which writes them")
 
     @classmethod
     def from_config(cls, cfg, root: str | Path, split: str = "train", **kwargs) -> NextFrames:

@@ -143,7 +143,7 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
 def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,
                    steps: int | None = None, solver: str | None = None, device: str | None = None,
                    cache: str | Path | None = None) -> dict:
-    from mariofm.generate import WORLD_SHIPPED, load_model
+    from mariofm.checkpoint import WORLD_SHIPPED, load_model
 
     model, cfg = load_model(checkpoint or WORLD_SHIPPED, device=device or "cpu")
     check_world_model(model)

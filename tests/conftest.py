@@ -26,3 +26,14 @@ def mario_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
         meta = json.loads(path.with_suffix(".json").read_text())
         assert meta["frames"] == MARIO_CLIPS["frames"], f"{path.name} ended early: {meta['end_reason']}"
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mario_clips: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-step `smoke` run folder trained on `mario_clips` (checkpoint.pt, video_model.pt, metrics,
+    GIFs). Treat it as read-only: copy it (shutil.copytree) to change or resume it."""
+    from mariofm.config import preset
+    from mariofm.train import train
+
+    return train(preset("smoke"), mario_clips, tmp_path_factory.mktemp("smoke_run") / "run", steps=2,
+                 progress=False)

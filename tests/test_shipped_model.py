@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from mariofm.checkpoint import SHIPPED, load_model
 from mariofm.config import Config
 from mariofm.data import real_clips
-from mariofm.generate import SHIPPED, load_model, noise_for, sample_videos
 from mariofm.metrics import VideoFeatures, frechet_distance, palette_fidelity
+from mariofm.sample import noise_for, sample_videos
 from mariofm.unet import VideoUNet
 
 CARD = SHIPPED.with_suffix(".json")

@@ -17,10 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from mariofm.config import preset
+from mariofm.checkpoint import CHECKPOINT, MODEL, ConfigMismatchError, load_checkpoint, load_model
+from mariofm.config import Config, preset
+from mariofm.data import MarioClips, collate
+from mariofm.device import Dist
 from mariofm.flow import fm_loss
-from mariofm.generate import generate, load_model
-from mariofm.train import CHECKPOINT, MODEL, ConfigMismatchError, TrainingDiverged, load_checkpoint, train
+from mariofm.generate import generate
+from mariofm.schedule import Budget
+from mariofm.state import Run
+from mariofm.train import TrainingDiverged, train, train_step
 from mariofm.unet import VideoUNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +48,6 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
-    from mariofm.data import MarioClips
-
     cfg = smoke(base_ch=16)
     clip = MarioClips.from_config(cfg, mario_clips, split="all")[0]["video"][None]
     torch.manual_seed(0)
@@ -67,6 +70,38 @@ def test_loss_falls_when_overfitting_one_real_clip(mario_clips):
     after = held_loss()
     # the untrained (zero-output) model's loss is E|ε - x0|² ≈ 1 + mean(x0²); fitting one clip must halve it
     assert after < 0.5 * before, (before, after)
+
+
+def test_gradient_accumulation_equals_the_big_batch_step(mario_clips):
+    # float64, so that the only difference, the order of the sums, stays far below the tolerance
+    cpu, weights_after = torch.device("cpu"), []
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = smoke(batch_size=4, dropout=0.0)
+        clips = MarioClips.from_config(cfg, mario_clips, split="all")
+        batch = collate([clips[i] for i in range(4)])
+        batch["video"] = batch["video"].double()
+        for accum in (1, 2, 4):
+            run = Run.create(cfg.replace(grad_accum=accum), cpu, Budget(steps=10), steps_per_epoch=10)
+            before = {k: v.clone() for k, v in run.model.state_dict().items()}
+            loss, per_sample, _ = train_step(run.model, run, batch, Dist(), cpu)
+            assert per_sample.shape == (4,) and loss == pytest.approx(per_sample.mean().item(), abs=1e-12)
+            weights_after.append({**{f"model.{k}": v.clone() for k, v in run.model.state_dict().items()},
+                                  **{f"ema.{k}": v.clone() for k, v in run.ema.state_dict().items()}})
+    finally:
+        torch.set_default_dtype(torch.float32)
+    moved = max((weights_after[0][f"model.{k}"] - v).abs().max().item() for k, v in before.items())
+    assert moved > 1e-5  # the step did something, so equal weights mean equal steps
+    for accumulated in weights_after[1:]:
+        assert_same_weights(weights_after[0], accumulated, atol=1e-12)
+
+
+def test_grad_accum_must_divide_the_batch_and_old_config_names_still_load():
+    with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=4"):
+        smoke(batch_size=4, grad_accum=3)
+    old = {**preset("seed").to_dict(), "grad_checkpoint": True, "video_duration": 5}  # as older files hold them
+    del old["recompute_activations"]
+    assert Config.from_dict(old).recompute_activations is True
 
 
 def test_run_folder_has_what_the_seed_promised(mario_clips, tmp_path):

@@ -1,4 +1,4 @@
-"""The 3D UNet: shapes, the zero start, conditioning on t, frames, attention and checkpointing."""
+"""The 3D UNet: shapes, the zero start, conditioning on t, frames, attention and recomputed activations."""
 
 import pytest
 import torch
@@ -105,11 +105,11 @@ def test_temporal_attention_on_off_changes_parameters_and_output_not_shape():
     assert a.shape == b.shape and not torch.allclose(a, b)
 
 
-def test_checkpointing_gives_the_same_gradients():
+def test_recomputed_activations_give_the_same_gradients():
     x, t = clip(), torch.tensor([0.3, 0.6])
     grads = []
-    for checkpointing in (False, True):
-        model = tiny(grad_checkpoint=checkpointing, dropout=0.2, temporal_attention=True).train()
+    for recompute in (False, True):
+        model = tiny(recompute_activations=recompute, dropout=0.2, temporal_attention=True).train()
         torch.manual_seed(5)  # the same dropout masks; checkpoint replays them in the recomputation
         model(x, t).square().mean().backward()
         grads.append([p.grad for p in model.parameters()])
