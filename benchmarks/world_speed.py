@@ -26,7 +26,6 @@ browser and painting it.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -35,41 +34,14 @@ import time
 import torch
 from harness import header, pick_device, sync, table
 
+from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.config import preset
-from mariofm.generate import WORLD_SHIPPED, load_model
 from mariofm.play import Player, PlayUI, encode, upscale
 from mariofm.rollout import World, recording_start
 from mariofm.sample import nfe
 from mariofm.unet import VideoUNet, count_parameters
 
 BUTTONS = 0x41  # right + B held throughout: the commonest buttons in the recordings
-
-
-class FoldedConv2d(torch.nn.Module):
-    """A Conv3d whose kernel is 1 frame deep, run as a Conv2d on (B·T, C, H, W): the same weights and sums. On CPU
-    torch runs 1xkxk Conv3d through its slow im2col path and Conv2d through oneDNN (as TemporalConv in
-    mariofm.unet does for the temporal conv)."""
-
-    def __init__(self, conv: torch.nn.Conv3d) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        c3 = self.conv
-        y = torch.nn.functional.conv2d(x.transpose(1, 2).reshape(b * t, c, h, w), c3.weight[:, :, 0], c3.bias,
-                                       c3.stride[1:], c3.padding[1:])
-        return y.view(b, t, *y.shape[1:]).transpose(1, 2)
-
-
-def fold_convs(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `module` with every Conv3d of kernel depth 1 replaced by its FoldedConv2d."""
-    module = copy.deepcopy(module)
-    for parent in list(module.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, torch.nn.Conv3d) and child.kernel_size[0] == 1:
-                setattr(parent, name, FoldedConv2d(child))
-    return module
 
 
 def timed(fn, n: int, warmup: int, device: torch.device) -> float:
@@ -189,15 +161,6 @@ def main() -> int:
         mark = " (as played)" if (steps, cfg.solver) == played else ""
         rows.append(dict(what=f"model alone{mark}", steps=f"{cfg.solver} {steps}", nfe=nfe(steps, cfg.solver),
                          ms=1e3 * s, fps=1 / s))
-    # what-if: the same net with its 1x3x3 Conv3d layers run as Conv2d (same weights, same sums)
-    folded = fold_convs(model)
-    x, t, ctx, bits = inputs = net_inputs(model, dev)
-    with torch.no_grad():
-        fold_diff = (folded(x, t, context=ctx, actions=bits) - model(x, t, context=ctx, actions=bits)).abs().max()
-    world = World(folded, *start, seed=0)
-    s = timed(lambda: world.step(BUTTONS), args.frames, args.warmup, dev)
-    rows.append(dict(what="model alone, 1x3x3 Conv3d run as Conv2d (what-if)", steps=f"{cfg.solver} {cfg.sample_steps}",
-                     nfe=nfe(*played), ms=1e3 * s, fps=1 / s))
     loops = {}
     for fmt, zoom in (("png", 4), ("jpeg", 4), ("png", 1)):
         print(f"play loop, {fmt} x{zoom} ...", file=sys.stderr, flush=True)
@@ -222,13 +185,12 @@ def main() -> int:
     parts = breakdown(model, start, played, args.frames, args.warmup, dev)
     total = sum(s for _, s in parts)
     parts_rows = [dict(part=p, ms=1e3 * s, share=s / total) for p, s in parts]
-    ops = top_ops(model, inputs, max(2, args.frames // 4)) if dev.type == "cpu" else []
+    ops = top_ops(model, net_inputs(model, dev), max(2, args.frames // 4)) if dev.type == "cpu" else []
 
     goal = next(r for r in rows if r["what"].endswith("(as played)"))
     note = (f"Model: {source}, {count_parameters(model) / 1e6:.2f}M parameters, {cfg.video_height}x{cfg.video_width}, "
             f"K={cfg.context_frames}, played with {cfg.solver} {cfg.sample_steps} steps; start: clip {args.clip} of "
-            f"{args.data}; buttons right + B; medians of {args.frames} frames after {args.warmup} warm-up. The what-if "
-            f"row's net differs from the model's by at most {fold_diff:.1e} (float rounding)")
+            f"{args.data}; buttons right + B; medians of {args.frames} frames after {args.warmup} warm-up")
     print("\n" + header("World model speed: model alone and the play loop", dev, load0, note))
     print(table(rows, [("what", "what", "s"), ("steps", "solver, steps", "s"), ("nfe", "NFE", "d"),
                        ("ms", "ms/frame", ".1f"), ("fps", "frames/s", ".1f"), ("kb", "image kB", ".1f")]))

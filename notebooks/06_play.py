@@ -77,16 +77,16 @@ import numpy as np
 import torch
 from IPython.display import Image, Video, display
 
+from mariofm.checkpoint import MODEL, WORLD_SHIPPED, load_model
 from mariofm.conditioning import BUTTONS, action_bits, buttons_byte
 from mariofm.config import preset
 from mariofm.data import find_videos
-from mariofm.generate import WORLD_SHIPPED, load_model
 from mariofm.metrics import palette_fidelity, scroll_stats
 from mariofm.play import Player, PlayUI
 from mariofm.record import record_clips
 from mariofm.rollout import World, policy_actions, recording_start, rollout
 from mariofm.sample import nfe
-from mariofm.train import MODEL, train
+from mariofm.train import train
 from mariofm.unet import sinusoidal_embedding
 from mariofm.video import video_grid, write_gif, write_mp4
 from mariofm.world_data import NextFrames, held_bits

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mariofm.generate import WORLD_SHIPPED, load_model
+from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.metrics import scroll_stats
 from mariofm.play import Player, PlayUI, encode, upscale
 from mariofm.world_data import NextFrames
