@@ -49,6 +49,7 @@ if "google.colab" in sys.modules:  # on Colab: install mariofm (locally it is in
 # the repository root when this runs from notebooks/, else (Colab) the current folder
 ROOT = Path("..") if Path("../mariofm/__init__.py").is_file() else Path(".")
 OUT = ROOT / "outputs" / "notebooks"  # everything these notebooks write goes here (git ignores outputs/)
+# %config InlineBackend.rc = {"figure.dpi": 72}
 # %matplotlib inline
 
 # %% [markdown]
