@@ -16,7 +16,8 @@ frame rounded to 8 bits, the context shifted. Rows:
                   kernel-side work of one frame of notebook 06; `PlayUI tick` adds the widgets' trait updates
                   (label, image, timer interval) through the very callback the browser's timer drives
 
-Times are medians over `--frames` frames after `--warmup` untimed ones. The breakdown splits the same played
+Times are medians over `--frames` frames after `--warmup` untimed ones; the rows take turns in `--rounds` rounds,
+so that a burst of load on a shared machine slows them alike. The breakdown splits the same played
 frames into the net's forward calls (timed by forward hooks inside World.step), the rest of World.step (noise
 draws, the sampler's arithmetic, rounding, shifting the context), upscaling and encoding; and lists the torch
 operators that take the net's time (torch.profiler, self CPU time). Not measured: sending the image to the
@@ -44,18 +45,22 @@ from mariofm.unet import VideoUNet, count_parameters
 BUTTONS = 0x41  # right + B held throughout: the commonest buttons in the recordings
 
 
-def timed(fn, n: int, warmup: int, device: torch.device) -> float:
-    """Median seconds of fn() over n calls, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(n):
-        begin = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+def interleaved(cases: dict, frames: int, warmup: int, rounds: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each case (name -> fn). The cases take turns, `rounds` times frames/rounds calls
+    each, so that a burst of load on a shared machine slows them all alike rather than one row."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            for _ in range(max(1, frames // rounds)):
+                sync(device)
+                begin = time.perf_counter()
+                fn()
+                sync(device)
+                times[name].append(time.perf_counter() - begin)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def net_inputs(model: torch.nn.Module, device: torch.device) -> tuple:
@@ -129,13 +134,14 @@ def main() -> int:
     parser.add_argument("--clip", type=int, default=0, help="which recording (split 'all')")
     parser.add_argument("--frames", type=int, default=60, help="timed frames per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
+    parser.add_argument("--rounds", type=int, default=4, help="the rows take turns this many times (load bursts)")
     parser.add_argument("--steps", type=int, nargs="*", default=[1, 2, 4, 8], help="step counts of the model rows")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="a tiny untrained world-smoke net, 4 frames per row")
     args = parser.parse_args()
     if args.quick:
-        args.preset, args.frames, args.warmup, args.steps = args.preset or "world-smoke", 4, 1, [1, 2]
+        args.preset, args.frames, args.warmup, args.rounds, args.steps = args.preset or "world-smoke", 4, 1, 2, [1, 2]
     torch.set_num_threads(args.threads)
     dev, load0 = pick_device(args.device), os.getloadavg()
     if args.preset:
@@ -153,32 +159,31 @@ def main() -> int:
     start = (context, actions[:cfg.context_frames])
     played = (cfg.sample_steps, cfg.solver)
 
-    rows = []
+    print("timing ...", file=sys.stderr, flush=True)
+    cases, rows = {}, []
     for steps in sorted(set(args.steps) | {cfg.sample_steps}):
-        print(f"model alone, {steps} steps ...", file=sys.stderr, flush=True)
         world = World(model, *start, steps=steps, solver=cfg.solver, seed=0)
-        s = timed(lambda world=world: world.step(BUTTONS), args.frames, args.warmup, dev)
         mark = " (as played)" if (steps, cfg.solver) == played else ""
-        rows.append(dict(what=f"model alone{mark}", steps=f"{cfg.solver} {steps}", nfe=nfe(steps, cfg.solver),
-                         ms=1e3 * s, fps=1 / s))
-    loops = {}
+        cases[f"model alone{mark}", steps] = lambda world=world: world.step(BUTTONS)
+    players = {}
     for fmt, zoom in (("png", 4), ("jpeg", 4), ("png", 1)):
-        print(f"play loop, {fmt} x{zoom} ...", file=sys.stderr, flush=True)
-        player = Player(model, *start, zoom=zoom, fmt=fmt)
+        players[fmt, zoom] = player = Player(model, *start, zoom=zoom, fmt=fmt)
         player.hold("right"), player.hold("b")
-        loops[fmt, zoom] = s = timed(player.tick, args.frames, args.warmup, dev)
-        rows.append(dict(what=f"play loop: step + x{zoom} + {fmt.upper()}", steps=f"{cfg.solver} {cfg.sample_steps}",
-                         nfe=nfe(*played), ms=1e3 * s, fps=1 / s, kb=len(player.tick()) / 1e3))
-    print("PlayUI tick ...", file=sys.stderr, flush=True)
+        cases[f"play loop: step + x{zoom} + {fmt.upper()}", cfg.sample_steps] = player.tick
     ui = PlayUI(Player(model, *start))
     ui.buttons["right"].value = ui.buttons["b"].value = True
 
     def ui_tick() -> None:
         ui.play.value += 1
 
-    s = timed(ui_tick, args.frames, args.warmup, dev)
-    rows.append(dict(what="PlayUI tick (play loop + widget updates)", steps=f"{cfg.solver} {cfg.sample_steps}",
-                     nfe=nfe(*played), ms=1e3 * s, fps=1 / s, kb=len(ui.image.value) / 1e3))
+    cases["PlayUI tick (play loop + widget updates)", cfg.sample_steps] = ui_tick
+    seconds = interleaved(cases, args.frames, args.warmup, args.rounds, dev)
+    image_kb = {f"play loop: step + x{z} + {f.upper()}": len(p.render(p.frame)) / 1e3 for (f, z), p in players.items()}
+    image_kb["PlayUI tick (play loop + widget updates)"] = len(ui.image.value) / 1e3
+    for (what, steps), s in seconds.items():
+        rows.append(dict(what=what, steps=f"{cfg.solver} {steps}", nfe=nfe(steps, cfg.solver), ms=1e3 * s, fps=1 / s,
+                         kb=image_kb.get(what)))
+    loop_png = seconds["play loop: step + x4 + PNG", cfg.sample_steps]
 
     # one played frame, part by part
     print("breakdown ...", file=sys.stderr, flush=True)
@@ -190,12 +195,13 @@ def main() -> int:
     goal = next(r for r in rows if r["what"].endswith("(as played)"))
     note = (f"Model: {source}, {count_parameters(model) / 1e6:.2f}M parameters, {cfg.video_height}x{cfg.video_width}, "
             f"K={cfg.context_frames}, played with {cfg.solver} {cfg.sample_steps} steps; start: clip {args.clip} of "
-            f"{args.data}; buttons right + B; medians of {args.frames} frames after {args.warmup} warm-up")
+            f"{args.data}; buttons right + B; medians of {args.frames} frames per row after {args.warmup} warm-up, "
+            f"the rows taking turns in {args.rounds} rounds")
     print("\n" + header("World model speed: model alone and the play loop", dev, load0, note))
     print(table(rows, [("what", "what", "s"), ("steps", "solver, steps", "s"), ("nfe", "NFE", "d"),
                        ("ms", "ms/frame", ".1f"), ("fps", "frames/s", ".1f"), ("kb", "image kB", ".1f")]))
     print(f"\nModel alone as played: {goal['fps']:.1f} frames/s (goal >= 15 on 2 CPU cores); play loop (x4 PNG): "
-          f"{1 / loops['png', 4]:.1f} frames/s; the notebook's timer asks for {cfg.fps} frames/s.\n")
+          f"{1 / loop_png:.1f} frames/s; the notebook's timer asks for {cfg.fps} frames/s.\n")
     print(table(parts_rows, [("part", "one played frame, part by part", "s"), ("ms", "ms", ".2f"),
                              ("share", "share", ".0%")]))
     if ops:
