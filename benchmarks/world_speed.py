@@ -17,11 +17,11 @@ frame rounded to 8 bits, the context shifted. Rows:
                   (label, image, timer interval) through the very callback the browser's timer drives
 
 Times are medians over `--frames` frames after `--warmup` untimed ones; the rows take turns in `--rounds` rounds,
-so that a burst of load on a shared machine slows them alike. The breakdown splits the same played
-frames into the net's forward calls (timed by forward hooks inside World.step), the rest of World.step (noise
-draws, the sampler's arithmetic, rounding, shifting the context), upscaling and encoding; and lists the torch
-operators that take the net's time (torch.profiler, self CPU time). Not measured: sending the image to the
-browser and painting it.
+so that a burst of load on a shared machine slows them alike. The breakdown, a row that takes its turns with the
+others, splits played frames into the net's forward calls (timed by forward hooks inside World.step), the rest of
+World.step (noise draws, the sampler's arithmetic, rounding, shifting the context), upscaling and encoding; and
+the torch operators that take the net's time are listed (torch.profiler, self CPU time). Not measured: sending
+the image to the browser and painting it.
 """
 
 from __future__ import annotations
@@ -73,41 +73,44 @@ def net_inputs(model: torch.nn.Module, device: torch.device) -> tuple:
     return x, torch.full((1,), 0.5, device=device), context, bits
 
 
-def breakdown(model: torch.nn.Module, start: tuple, played: tuple[int, str], frames: int, warmup: int,
-              device: torch.device) -> list[tuple[str, float]]:
-    """One played frame, part by part, all measured on the same frames: the net's forward calls (timed by hooks
-    inside World.step), the rest of World.step, the x4 upscale and the PNG encoding. Medians in seconds."""
-    marks, calls = [], []
+class Breakdown:
+    """One played frame, part by part, per call: the net's forward calls (timed by hooks inside World.step), the
+    rest of World.step, the x4 upscale and the PNG encoding; `parts()` gives their medians in seconds."""
 
-    def before(*_) -> None:
-        sync(device)
-        marks.append(time.perf_counter())
+    def __init__(self, model: torch.nn.Module, start: tuple, played: tuple[int, str], device: torch.device):
+        self.model, self.device, self.rows = model, device, []
+        self.world = World(model, *start, steps=played[0], solver=played[1], seed=0)
 
-    def after(*_) -> None:
-        sync(device)
-        calls.append(time.perf_counter() - marks.pop())
+    def __call__(self) -> None:
+        marks, calls = [], []
 
-    hooks = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
-    world, rows = World(model, *start, steps=played[0], solver=played[1], seed=0), []
-    try:
-        for i in range(warmup + frames):
-            calls.clear()
+        def before(*_) -> None:
+            sync(self.device)
+            marks.append(time.perf_counter())
+
+        def after(*_) -> None:
+            sync(self.device)
+            calls.append(time.perf_counter() - marks.pop())
+
+        hooks = [self.model.register_forward_pre_hook(before), self.model.register_forward_hook(after)]
+        try:
             t0 = time.perf_counter()
-            frame = world.step(BUTTONS)
+            frame = self.world.step(BUTTONS)
             t1 = time.perf_counter()
-            big = upscale(frame, 4)
-            t2 = time.perf_counter()
-            encode(big, "png")
-            t3 = time.perf_counter()
-            if i >= warmup:
-                rows.append((sum(calls), t1 - t0 - sum(calls), t2 - t1, t3 - t2, len(calls)))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    net, rest, up, png, n = (statistics.median(column) for column in zip(*rows))
-    return [(f"net forward calls ({n:.0f} per frame)", net),
-            ("rest of World.step: noise draws, sampler arithmetic, rounding, context shift", rest),
-            ("upscale x4 (nearest)", up), ("encode PNG (x4: 240x256 for 60x64 frames)", png)]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        big = upscale(frame, 4)
+        t2 = time.perf_counter()
+        encode(big, "png")
+        t3 = time.perf_counter()
+        self.rows.append((sum(calls), t1 - t0 - sum(calls), t2 - t1, t3 - t2, len(calls)))
+
+    def parts(self) -> list[tuple[str, float]]:
+        net, rest, up, png, n = (statistics.median(column) for column in zip(*self.rows))
+        return [(f"net forward calls ({n:.0f} per frame)", net),
+                ("rest of World.step: noise draws, sampler arithmetic, rounding, context shift", rest),
+                ("upscale x4 (nearest)", up), ("encode PNG (x4: 240x256 for 60x64 frames)", png)]
 
 
 def top_ops(model: torch.nn.Module, inputs: tuple, calls: int) -> list[dict]:
@@ -177,7 +180,10 @@ def main() -> int:
         ui.play.value += 1
 
     cases["PlayUI tick (play loop + widget updates)", cfg.sample_steps] = ui_tick
+    split = cases["breakdown", 0] = Breakdown(model, start, played, dev)  # a row of its own table, below
     seconds = interleaved(cases, args.frames, args.warmup, args.rounds, dev)
+    del seconds["breakdown", 0]
+    split.rows = split.rows[args.warmup:]
     image_kb = {f"play loop: step + x{z} + {f.upper()}": len(p.render(p.frame)) / 1e3 for (f, z), p in players.items()}
     image_kb["PlayUI tick (play loop + widget updates)"] = len(ui.image.value) / 1e3
     for (what, steps), s in seconds.items():
@@ -186,8 +192,7 @@ def main() -> int:
     loop_png = seconds["play loop: step + x4 + PNG", cfg.sample_steps]
 
     # one played frame, part by part
-    print("breakdown ...", file=sys.stderr, flush=True)
-    parts = breakdown(model, start, played, args.frames, args.warmup, dev)
+    parts = split.parts()
     total = sum(s for _, s in parts)
     parts_rows = [dict(part=p, ms=1e3 * s, share=s / total) for p, s in parts]
     ops = top_ops(model, net_inputs(model, dev), max(2, args.frames // 4)) if dev.type == "cpu" else []
