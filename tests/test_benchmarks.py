@@ -104,3 +104,16 @@ def pipeline_rows(mario_clips: Path) -> list[dict[str, str]]:
 def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]], stage: str):
     matching = [r for r in pipeline_rows if r["stage"].startswith(stage)]
     assert matching and all(number(r["frames/s"]) > 0 for r in matching)
+
+
+def test_world_speed_times_model_and_play_loop_and_splits_a_frame(mario_clips: Path):
+    rows, parts, ops = tables(run_script("world_speed.py", "--quick", "--threads", "1", "--data", str(mario_clips)))
+    kinds = [r["what"] for r in rows]
+    assert "model alone (as played)" in kinds and "PlayUI tick (play loop + widget updates)" in kinds
+    assert sum(k.startswith("play loop") for k in kinds) == 3
+    for row in rows:  # world presets play with Euler: one network call per step
+        solver, steps = row["solver, steps"].split()
+        assert solver == "euler" and int(row["NFE"]) == int(steps)
+        assert number(row["frames/s"]) == pytest.approx(1000 / number(row["ms/frame"]), rel=0.05)
+    assert sum(number(p["share"].rstrip("%")) for p in parts) == pytest.approx(100, abs=3)
+    assert ops and all(number(o["ms/call"]) >= 0 for o in ops)
