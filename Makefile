@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch
 STAMP  := $(VENV)/.mariofm-installed
 
-.PHONY: demo test lint lab notebooks clean-outputs
+.PHONY: demo test lint lab notebooks mutation clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: $(STAMP)
 
 test: lint
 	MARIOFM_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# Mutation testing of the core modules (not part of `make test`: ~15 minutes on 2 cores). Starts afresh, so
+# the table reflects the tests as they are now; the result and the equivalent mutants are in docs/testing.md.
+mutation: $(STAMP)
+	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3.8,<4"
+	$(PY) docs/mutation_report.py --run
 
 # sync notebooks/NN_name.py -> .ipynb, run each top to bottom in a fresh kernel (full settings unless
 # MARIOFM_SMOKE=1; data from data_video/mario or MARIOFM_DATA) and nbstripout it: the stored outputs

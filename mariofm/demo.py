@@ -70,7 +70,8 @@ def score_table(models: dict[str, str | Path | None], data: str | Path, num: int
 
 
 def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs", *, minutes: float = 10.0,
-             train_model: bool = True, clips: int = 40, frames: int = 300, seed: int = 0) -> dict:
+             train_model: bool = True, clips: int = 40, frames: int = 300, seed: int = 0, num: int = 8,
+             steps: int | None = None) -> dict:
     from mariofm.checkpoint import MODEL
     from mariofm.generate import generate
     from mariofm.record import record_clips
@@ -96,7 +97,7 @@ def run_demo(data: str | Path = "data_video/mario", out: str | Path = "outputs",
     else:
         print("[3/4] skipping training: using the shipped model")
     print("[4/4] generating videos")
-    info = generate(checkpoint, out / "generated", num=8, seed=seed, mp4=True)
+    info = generate(checkpoint, out / "generated", num=num, steps=steps, seed=seed, mp4=True)
     made += [Path(f) for f in info["files"] if "grid" in f]
     print(f"\ndone in {(time.perf_counter() - begin) / 60:.1f} min; "
           f"sampling took {info['seconds']:.1f} s at {info['nfe']} NFE. Look at:")
@@ -120,10 +121,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--clips", type=positive_int, default=40, help="clips to record when the data folder is empty")
     p.add_argument("--frames", type=positive_int, default=300, help="frames per recorded clip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=int, default=8, help="videos to generate")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample_steps)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
     run_demo(args.data, args.out, minutes=args.minutes, train_model=args.train_model, clips=args.clips,
-             frames=args.frames, seed=args.seed)
+             frames=args.frames, seed=args.seed, num=args.num, steps=args.steps)
     return 0

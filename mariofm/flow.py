@@ -130,7 +130,6 @@ def conditioning(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
     return {n: batch[n] for n in names}
 
 
-@torch.no_grad()
 def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8, seed: int = 0,
                     batch_size: int = 4, cond: dict[str, torch.Tensor] | None = None) -> float:
     """The flow-matching loss averaged over a fixed t grid (the midpoints of `t_grid` equal bins of [0, 1]) with
@@ -141,13 +140,14 @@ def validation_loss(model: torch.nn.Module, clips: torch.Tensor, t_grid: int = 8
     model.eval()
     g = torch.Generator().manual_seed(seed)
     total = 0.0
-    for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
-        noise = torch.randn(clips.shape, generator=g).to(clips.device)
-        for start in range(0, clips.shape[0], batch_size):
-            x0, eps = clips[start:start + batch_size], noise[start:start + batch_size]
-            rows = {k: v[start:start + batch_size] for k, v in cond.items()}
-            t = torch.full((x0.shape[0],), float(t_value), device=clips.device)
-            total += fm_loss(functools.partial(model, **rows), x0, t=t, noise=eps)[0].item() * x0.shape[0]
+    with torch.no_grad():  # (a `with`, not a decorator: mutmut skips decorated functions, docs/testing.md)
+        for t_value in (torch.arange(t_grid) + 0.5) / t_grid:
+            noise = torch.randn(clips.shape, generator=g).to(clips.device)
+            for start in range(0, clips.shape[0], batch_size):
+                x0, eps = clips[start:start + batch_size], noise[start:start + batch_size]
+                rows = {k: v[start:start + batch_size] for k, v in cond.items()}
+                t = torch.full((x0.shape[0],), float(t_value), device=clips.device)
+                total += fm_loss(functools.partial(model, **rows), x0, t=t, noise=eps)[0].item() * x0.shape[0]
     model.train(was_training)
     return total / (t_grid * clips.shape[0])
 

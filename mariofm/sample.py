@@ -44,7 +44,6 @@ def _check(steps: int, solver: str) -> None:
         raise ValueError(f"steps={steps!r} must be a positive integer, e.g. steps=20")
 
 
-@torch.no_grad()
 def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float, steps: int,
               solver: str = "heun", *, final_corrector: bool = True, progress: bool = False,
               callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -65,16 +64,18 @@ def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float,
                              "it must return a tensor of its input's shape")
         return out
 
-    if callback is not None:
-        callback(0, grid[0], x)
-    for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
-        t, h = grid[i], grid[i + 1] - grid[i]
-        slope = v(x, t)
-        if solver == "heun" and (final_corrector or i < steps - 1):
-            slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
-        x = x + h * slope
+    # a `with` block rather than a @torch.no_grad() decorator: mutmut skips decorated functions (docs/testing.md)
+    with torch.no_grad():
         if callback is not None:
-            callback(i + 1, grid[i + 1], x)
+            callback(0, grid[0], x)
+        for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
+            t, h = grid[i], grid[i + 1] - grid[i]
+            slope = v(x, t)
+            if solver == "heun" and (final_corrector or i < steps - 1):
+                slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
+            x = x + h * slope
+            if callback is not None:
+                callback(i + 1, grid[i + 1], x)
     return x
 
 
@@ -104,14 +105,13 @@ def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-@torch.no_grad()
 def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solver: str = "heun", *,
                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = False,
                   cond: dict[str, torch.Tensor] | None = None) -> np.ndarray:
     """Integrate from `noise` (t=1) to t=0 in batches; return uint8 videos (N, T, H, W, 3).
 
     `cond` holds the model's conditioning inputs (one row per clip, e.g. actions), passed to it as keyword
-    arguments; empty for the unconditional VideoUNet."""
+    arguments; empty for the unconditional VideoUNet. No graph is built: `sample` runs under torch.no_grad()."""
     cond = cond or {}
     was_training = model.training
     model.eval()

@@ -66,10 +66,23 @@ def test_bench_train_step_counts_more_flops_for_full_3d_convs():
     assert number(rows["smoke 3d"]["GFLOP/step"]) > number(rows["smoke 2+1d"]["GFLOP/step"])
 
 
+def rate_matches(rate: float, amount: float, seconds: float, digits: int) -> bool:
+    """rate == amount / seconds, allowing for `seconds` having been rounded to `digits` decimals."""
+    half = 0.5 * 10**-digits
+    return seconds > half and amount / (seconds + half) <= rate * 1.001 and rate <= amount / (seconds - half) * 1.001
+
+
 def test_gpu_script_runs_its_cpu_check():
+    """The columns agree: clips/s = batch / (s/step), generated frames/s = 4 clips x T frames / seconds."""
     train_rows, gen_rows = tables(run_script("gpu.py", "--device", "cpu", "--presets", "smoke", "--quick"))
     assert [r["preset"] for r in train_rows] == ["smoke"]
-    assert all(number(r["generated frames/s"]) > 0 for r in gen_rows)
+    row = train_rows[0]
+    assert int(row["batch"]) == 2 and number(row["GFLOP/step"]) > 0 and number(row["peak MB"]) > 0
+    assert rate_matches(number(row["clips/s"]), 2, number(row["s/step"]), 3)
+    assert [r["precision"] for r in gen_rows] == ["fp32", "bf16 autocast"]
+    for r in gen_rows:
+        assert r["H x W"] == "32x32" and r["frames/clip"] == "4" and r["solver"] == "heun 2 steps (3 NFE)"
+        assert rate_matches(number(r["generated frames/s"]), 4 * 4, number(r["seconds"]), 2), r
 
 
 def test_time_to_quality_scores_untrained_nets_worse_than_real_footage(mario_clips: Path):
@@ -100,10 +113,24 @@ def pipeline_rows(mario_clips: Path) -> list[dict[str, str]]:
     return tables(run_script("data_pipeline.py", "--quick", "--threads", "1", "--data", str(mario_clips)))[0]
 
 
-@pytest.mark.parametrize("stage", ["decode", "open cache", "load clips", "DataLoader", "training step"])
-def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]], stage: str):
-    matching = [r for r in pipeline_rows if r["stage"].startswith(stage)]
-    assert matching and all(number(r["frames/s"]) > 0 for r in matching)
+def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]]):
+    """Every stage has a row, counts the frames it must (3 clips of 48 recorded frames; cpu-preset windows of 8
+    frames; whole batches of 4), and its last column is its frames/s over the training step's."""
+    def stage(prefix: str) -> dict[str, str]:
+        rows = [r for r in pipeline_rows if r["stage"].startswith(prefix)]
+        assert len(rows) == 1, f"{prefix}: {pipeline_rows}"
+        return rows[0]
+
+    assert len(pipeline_rows) == 5
+    assert int(stage("decode 3 videos")["frames"]) == int(stage("open cache")["frames"]) == 3 * 48
+    windows = int(stage("load clips")["stage"].split(": ")[1].split()[0])
+    assert windows > 0 and int(stage("load clips")["frames"]) == windows * 8
+    assert int(stage("DataLoader")["frames"]) == windows // 4 * 4 * 8  # the last partial batch is dropped
+    need = number(stage("training step")["frames/s"])
+    assert need >= 1 and number(stage("training step")["x training's need"]) == 1.0
+    for row in pipeline_rows:  # frames/s and need are printed rounded to whole numbers, the ratio to 0.1
+        fps, ratio = number(row["frames/s"]), number(row["x training's need"])
+        assert (fps - 0.5) / (need + 0.5) - 0.05 <= ratio <= (fps + 0.5) / (need - 0.5) + 0.05, row
 
 
 def test_world_speed_times_model_and_play_loop_and_splits_a_frame(mario_clips: Path):

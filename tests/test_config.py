@@ -1,0 +1,196 @@
+"""The Config dataclass (mariofm.config): round trips, presets, `--set` parsing, and validate()'s messages.
+
+Every error is checked by its whole message: a setting that cannot work must be named with a value that does.
+"""
+
+import json
+import re
+
+import pytest
+
+from mariofm.config import (
+    _POSITIVE,
+    CONVS,
+    PREDICTIONS,
+    PRESETS,
+    SOLVERS,
+    TIME_SAMPLINGS,
+    Config,
+    parse_overrides,
+    preset,
+    validate,
+)
+
+
+def message(text: str) -> str:
+    """A pytest.raises(match=...) pattern for exactly `text`."""
+    return "^" + re.escape(text) + "$"
+
+
+# --- round trips and presets ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_through_json(name):
+    cfg = preset(name)
+    d = cfg.to_dict()
+    assert isinstance(d["channel_mults"], list) and json.loads(json.dumps(d)) == d
+    again = Config.from_dict(json.loads(json.dumps(d)))
+    assert again == cfg and isinstance(again.channel_mults, tuple)
+
+
+def test_a_list_of_channel_mults_becomes_a_tuple():
+    cfg = Config(channel_mults=[1, 2], video_height=32, video_width=32)
+    assert cfg.channel_mults == (1, 2) and cfg.levels == 2
+
+
+def test_unknown_fields_are_named_with_the_valid_ones():
+    valid = sorted(Config().to_dict())
+    with pytest.raises(ValueError, match=message(f"unknown config field(s) ['bogus', 'lr_max']; valid fields: "
+                                                 f"{valid}")):
+        Config.from_dict({**Config().to_dict(), "lr_max": 1.0, "bogus": 2})
+
+
+def test_replace_and_diff():
+    cpu = preset("cpu")
+    lower = cpu.replace(lr=3e-4)
+    assert lower.lr == 3e-4 and cpu.lr == 5e-4 and lower.base_ch == cpu.base_ch == 32
+    assert lower.diff(cpu) == {"lr": (3e-4, 5e-4)}
+    assert cpu.diff(cpu) == {}
+    assert preset("smoke").diff(preset("smoke", channel_mults=[1, 3])) == {"channel_mults": ([1, 2], [1, 3])}
+
+
+def test_preset_overrides_go_on_top_of_the_preset():
+    cfg = preset("cpu", lr=3e-4, base_ch=16)
+    assert (cfg.lr, cfg.base_ch, cfg.patch_size, cfg.video_height) == (3e-4, 16, 2, 60)
+
+
+def test_an_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match=message(f"unknown preset 'gpu'; choose one of {sorted(PRESETS)}")):
+        preset("gpu")
+
+
+# --- validate -------------------------------------------------------------------------------------------------
+def test_the_smallest_valid_sizes_are_one():
+    """1 is a positive integer for every size field (one level, no patches: H and W need no divisor)."""
+    cfg = Config(**{name: 1 for name in _POSITIVE}, channel_mults=(1,))
+    assert cfg.video_height == cfg.batch_size == cfg.patch_size == 1
+
+
+@pytest.mark.parametrize("name", _POSITIVE)
+@pytest.mark.parametrize("value", [0, -2, 2.0])
+def test_sizes_must_be_positive_integers(name, value):
+    with pytest.raises(ValueError, match=message(f"config field {name}={value!r} must be a positive integer, "
+                                                 f"e.g. {name}=1")):
+        Config(**{name: value})
+
+
+@pytest.mark.parametrize("name, bad, choices", [("prediction", "eps", PREDICTIONS), ("conv", "1d", CONVS),
+                                                ("time_sampling", "normal", TIME_SAMPLINGS),
+                                                ("solver", "rk4", SOLVERS)])
+def test_choices_are_listed(name, bad, choices):
+    with pytest.raises(ValueError, match=message(f"config field {name}={bad!r} must be one of {choices}")):
+        Config(**{name: bad})
+    for good in choices:
+        assert getattr(Config(**{name: good}), name) == good
+
+
+@pytest.mark.parametrize("mults", [(), (1, 0), (2, -1)])
+def test_channel_mults_must_be_positive(mults):
+    with pytest.raises(ValueError, match=message(f"config field channel_mults={mults!r} must be positive, "
+                                                 "e.g. (1, 2, 4)")):
+        Config(channel_mults=mults, video_height=64, video_width=64)
+
+
+@pytest.mark.parametrize("changes, name, value, factor, ok", [
+    (dict(video_height=30, patch_size=2, channel_mults=(1, 2)), "video_height", 30, 4, 32),
+    (dict(video_width=66, patch_size=2, channel_mults=(1, 2)), "video_width", 66, 4, 64),
+    (dict(video_height=2, patch_size=2, channel_mults=(1, 2)), "video_height", 2, 4, 4),
+    (dict(video_height=240, patch_size=1, channel_mults=(1, 2, 2, 2, 2, 2)), "video_height", 240, 32, 256),
+])
+def test_frame_sizes_must_divide_by_the_patch_and_levels(changes, name, value, factor, ok):
+    cfg = dict(video_height=64, video_width=64) | changes
+    mults = cfg["channel_mults"]
+    with pytest.raises(ValueError, match=message(
+            f"config field {name}={value} must be divisible by patch_size·2^(levels-1)={factor} for "
+            f"patch_size={cfg['patch_size']}, channel_mults={mults}; e.g. {name}={ok}")):
+        Config(**cfg)
+    Config(**(cfg | {name: ok}))  # the suggested value works
+
+
+@pytest.mark.parametrize("name", ["lr", "ema_decay", "time_scale", "t_min", "grad_clip"])
+@pytest.mark.parametrize("value", [0.0, -0.1, float("inf"), float("nan")])
+def test_rates_and_scales_must_be_finite_and_positive(name, value):
+    with pytest.raises(ValueError, match=message(f"config field {name}={value!r} must be a finite number > 0")):
+        Config(**{name: value})
+    assert getattr(Config(**{name: 1e-6}), name) == 1e-6
+
+
+@pytest.mark.parametrize("decay", [1.0, 1.5])
+def test_ema_decay_must_be_below_one(decay):
+    with pytest.raises(ValueError, match=message(f"config field ema_decay={decay!r} must lie in (0, 1), "
+                                                 "e.g. 0.999")):
+        Config(ema_decay=decay)
+    assert Config(ema_decay=0.9999).ema_decay == 0.9999
+
+
+def test_grad_accum_must_divide_the_batch():
+    with pytest.raises(ValueError, match=message("config field grad_accum=3 must divide batch_size=4 (each "
+                                                 "micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")):
+        Config(batch_size=4, grad_accum=3)
+    assert Config(batch_size=4, grad_accum=4).grad_accum == 4
+
+
+def test_old_field_names_still_load():
+    """The shipped model's metadata has grad_checkpoint (now recompute_activations) and video_duration (gone)."""
+    old = {**Config().to_dict(), "video_duration": 5}
+    del old["recompute_activations"]
+    old["grad_checkpoint"] = True
+    assert Config.from_dict(old) == Config(recompute_activations=True)
+
+
+def test_validate_checks_a_config_changed_after_construction():
+    cfg = preset("smoke")
+    cfg.base_ch = 0
+    with pytest.raises(ValueError, match="base_ch=0"):
+        validate(cfg)
+
+
+# --- parse_overrides (--set key=value) ------------------------------------------------------------------------
+def test_overrides_take_the_type_of_the_field():
+    out = parse_overrides(["lr=3e-4", "base_ch=16", "conv=2+1d", "time_scale=50", "channel_mults=(1, 2, 4)"])
+    assert out == {"lr": 3e-4, "base_ch": 16, "conv": "2+1d", "time_scale": 50.0, "channel_mults": (1, 2, 4)}
+    assert type(out["base_ch"]) is int and type(out["time_scale"]) is float
+    assert parse_overrides(["channel_mults=[1,2]"]) == {"channel_mults": (1, 2)}
+    assert parse_overrides(["channel_mults=1,2,"]) == {"channel_mults": (1, 2)}
+    assert parse_overrides(["conv=a=b"]) == {"conv": "a=b"}  # the first "=" ends the key (validate refuses it)
+
+
+@pytest.mark.parametrize("raw, value", [("1", True), ("true", True), ("True", True), ("YES", True), ("on", True),
+                                        (" yes ", True), ("0", False), ("false", False), ("no", False),
+                                        ("OFF", False)])
+def test_boolean_overrides(raw, value):
+    assert parse_overrides([f"amp={raw}"]) == {"amp": value}
+
+
+def test_a_later_override_wins_and_overrides_feed_preset():
+    out = parse_overrides(["lr=1e-3", "lr=2e-3", "recompute_activations=yes"])
+    assert out == {"lr": 2e-3, "recompute_activations": True}
+    assert parse_overrides(["amp=off", "base_ch=16"]) == {"amp": False, "base_ch": 16}  # a switch, then more
+    assert preset("smoke", **out).lr == 2e-3
+
+
+@pytest.mark.parametrize("pair, text", [
+    ("amp=maybe", "--set amp=maybe: amp is true or false; write one of true/1/yes/on or false/0/no/off"),
+    ("base_ch=wide", "--set base_ch=wide: base_ch takes an int, e.g. base_ch=64, not 'wide'"),
+    ("lr=fast", "--set lr=fast: lr takes a float, e.g. lr=0.0001, not 'fast'"),
+    ("channel_mults=1,x", "--set channel_mults=1,x: channel_mults takes a tuple of integers, e.g. 1,2,4, not '1,x'"),
+])
+def test_values_of_the_wrong_type_name_the_key_and_the_type(pair, text):
+    with pytest.raises(ValueError, match=message(text)):
+        parse_overrides([pair])
+
+
+@pytest.mark.parametrize("pair", ["lr", "learning_rate=1e-3", "=3"])
+def test_bad_overrides_name_the_valid_keys(pair):
+    keys = list(Config().to_dict())
+    with pytest.raises(ValueError, match=message(f"bad --set {pair!r}: expected key=value with key one of {keys}")):
+        parse_overrides([pair])

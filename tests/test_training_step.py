@@ -1,0 +1,214 @@
+"""The training step and its schedule, checked by value (mariofm.train.train_step, mariofm.state, mariofm.schedule).
+
+Small and in-process, so `make mutation` can run them for every mutant: the EMA is the recursive average of the
+weights after each step, the learning rate follows warmup + cosine at given steps, a step with a non-finite loss
+changes nothing, clipping bounds the update, and Ctrl-C/SIGTERM only ask the loop to stop. The clips are seeded
+random tensors: what is checked is the arithmetic of the step, not what it learns (test_train.py does that on
+real footage).
+"""
+
+import math
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from mariofm.config import preset
+from mariofm.device import Dist
+from mariofm.flow import sample_t
+from mariofm.schedule import Budget, epoch_batches, make_scheduler
+from mariofm.state import Run
+from mariofm.train import OutOfMemory, out_of_memory, stop_requests, train_step
+
+CPU = torch.device("cpu")
+
+
+def make_run(budget: Budget | None = None, steps_per_epoch: int = 10, **overrides) -> Run:
+    return Run.create(preset("smoke", **overrides), CPU, budget or Budget(steps=10), steps_per_epoch)
+
+
+def clips(n: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    return {"video": torch.rand(n, 3, 4, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1}
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+# --- EMA ------------------------------------------------------------------------------------------------------
+def test_ema_is_the_recursive_average_of_the_weights_after_each_step():
+    """θ_EMA = θ_1 after the first step (torch's AveragedModel copies the first weights it sees), then
+    θ_EMA ← d·θ_EMA + (1 − d)·θ_k. At d = 0.5 it clearly lags the raw weights, so an EMA that is never updated
+    (still the initial weights) or that tracks the raw weights fails."""
+    run = make_run(ema_decay=0.5, lr=1e-2, warmup_steps=1)
+    initial, after = params(run.model), []
+    for k in range(4):
+        train_step(run.model, run, clips(seed=k), Dist(), CPU)
+        after.append(params(run.model))
+    expected = after[0]
+    for weights in after[1:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * weights[k] for k in expected}
+    ema = params(run.ema.module)
+    assert max_diff(ema, expected) < 1e-6
+    assert max_diff(ema, after[-1]) > 1e-3 and max_diff(ema, initial) > 1e-3
+    assert run.ema.n_averaged.item() == 4
+
+
+# --- the step ---------------------------------------------------------------------------------------------------
+def test_the_step_draws_noise_then_t_from_the_run_generator_and_returns_its_losses():
+    run = make_run(time_sampling="logit_normal")
+    g = torch.Generator().manual_seed(run.cfg.seed + 1)  # Run.create seeds noise_gen with seed + 1
+    torch.randn((2, 3, 4, 32, 32), generator=g)
+    expected_t = sample_t(2, "logit_normal", generator=g)
+    loss, per_sample, t = train_step(run.model, run, clips(), Dist(), CPU)
+    assert torch.equal(t, expected_t)
+    assert per_sample.shape == (2,) and not per_sample.requires_grad
+    assert loss == pytest.approx(per_sample.mean().item(), rel=1e-6)
+    # the untrained model outputs 0: its loss is the mean square of the target velocity ε − x0, about 1 + 1/3
+    assert 1.0 < loss < 1.7
+
+
+def test_a_non_finite_loss_changes_nothing():
+    run = make_run(lr=1e-2, warmup_steps=1)
+    train_step(run.model, run, clips(), Dist(), CPU)  # one good step: the EMA and Adam's moments exist
+    before = (params(run.model), params(run.ema), run.sched.last_epoch, run.opt.param_groups[0]["lr"])
+    bad = clips()
+    bad["video"][0, 0, 0, 0, 0] = float("nan")
+    loss, _, _ = train_step(run.model, run, bad, Dist(), CPU)
+    assert math.isnan(loss)
+    assert max_diff(params(run.model), before[0]) == 0 and max_diff(params(run.ema), before[1]) == 0
+    assert (run.sched.last_epoch, run.opt.param_groups[0]["lr"]) == before[2:]
+
+
+def test_gradient_clipping_bounds_the_update():
+    """Adam divides by the gradient's size, so a clip at 1e-12 (far under Adam's eps 1e-8) shrinks the first
+    update ~10⁴-fold; at the preset's grad_clip = 1 the update is the full lr per weight. (No weight decay here:
+    it moves the weights by lr·wd·θ whatever the gradient.)"""
+    moved = []
+    for clip in (1.0, 1e-12):
+        run = make_run(lr=1e-2, warmup_steps=1, grad_clip=clip, weight_decay=0.0)
+        before = params(run.model)
+        train_step(run.model, run, clips(), Dist(), CPU)
+        moved.append(max_diff(params(run.model), before))
+    assert moved[0] > 5e-3 and moved[1] < 1e-3 * moved[0], moved
+
+
+# --- the learning-rate schedule --------------------------------------------------------------------------------
+def test_make_scheduler_warms_up_linearly_then_decays_by_a_cosine_to_a_tenth():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = make_scheduler(opt, warmup=4, spent=lambda step: (step - 4) / 6)
+    lrs = []
+    for _ in range(13):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    warm = [2.0 * (s + 1) / 4 for s in range(4)]  # 0.5, 1.0, 1.5, 2.0
+    cosine = [2.0 * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, (s - 4) / 6)))) for s in range(4, 13)]
+    assert lrs == pytest.approx(warm + cosine, rel=1e-12)
+    assert lrs[4] == pytest.approx(2.0) and lrs[7] == pytest.approx(1.1) and lrs[10:] == pytest.approx([0.2] * 3)
+
+
+def test_a_run_warms_up_over_at_most_half_its_steps_and_train_step_advances_the_schedule():
+    run = make_run(Budget(steps=10), lr=1e-3, warmup_steps=100)
+    assert run.warmup == 5 and run.max_steps == 10
+    assert [run.spent(s) for s in (5, 7, 10)] == pytest.approx([0.0, 0.4, 1.0])
+    assert run.opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 5)
+    train_step(run.model, run, clips(), Dist(), CPU)
+    assert run.opt.param_groups[0]["lr"] == pytest.approx(2e-3 / 5)
+    short = make_run(Budget(steps=10), warmup_steps=3)
+    assert short.warmup == 3 and make_run(Budget(steps=1), warmup_steps=3).warmup == 1
+
+
+def test_a_wall_clock_budget_spends_seconds():
+    run = make_run(Budget(minutes=2), warmup_steps=7)
+    assert run.max_steps is None and run.warmup == 7
+    run.elapsed = 30.0
+    assert run.spent(100) == pytest.approx(0.25) and not run.finished()
+    run.elapsed = 120.0
+    assert run.finished()
+    both = make_run(Budget(steps=20, minutes=1), warmup_steps=4)  # whichever is further along
+    both.elapsed = 45.0
+    assert both.spent(12) == pytest.approx(0.75) and both.spent(20) == pytest.approx(1.0)
+
+
+def test_budgets_end_on_the_first_limit():
+    assert Budget(steps=30, epochs=2).max_steps(10) == 20 and Budget(steps=15, epochs=2).max_steps(10) == 15
+    assert Budget(epochs=3).max_steps(10) == 30 and Budget(minutes=5).max_steps(10) is None
+    run = make_run(Budget(epochs=2), steps_per_epoch=3)
+    assert run.max_steps == 6 and not run.finished()
+    run.step = 6
+    assert run.finished()
+    with pytest.raises(ValueError, match=r"^--steps=0 must be positive$"):
+        Budget(steps=0)
+    with pytest.raises(ValueError, match=r"^--minutes=-1 must be positive$"):
+        Budget(minutes=-1)
+
+
+def test_epoch_batches_are_a_seeded_permutation_without_the_ragged_tail():
+    batches = epoch_batches(10, 3, seed=2, epoch=5)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(2 * 100_003 + 5)).tolist()
+    assert batches == [perm[0:3], perm[3:6], perm[6:9]]
+    assert epoch_batches(10, 3, seed=2, epoch=6) != batches and epoch_batches(9, 3, 2, 5) != []
+    assert epoch_batches(2, 3, 0, 0) == [] and len(epoch_batches(9, 3, 0, 0)) == 3
+
+
+# --- errors and signals ------------------------------------------------------------------------------------------
+def test_out_of_memory_suggests_the_next_grad_accum_that_divides_the_batch():
+    err = out_of_memory(preset("smoke", batch_size=6), Dist(), CPU)
+    assert isinstance(err, OutOfMemory)
+    assert str(err) == ("cpu ran out of memory on micro-batches of 6 clips. Try --set grad_accum=2 (micro-batches "
+                        "of 3 clips whose gradients add up to the same step), or a smaller --set batch_size=..., "
+                        "or --set recompute_activations=true")
+    single = out_of_memory(preset("smoke", batch_size=2, grad_accum=2), Dist(), CPU)
+    assert "grad_accum" not in str(single) and "micro-batches of 1 clips" in str(single)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_first_signal_asks_to_stop_the_second_interrupts(signum, capsys):
+    previous = signal.getsignal(signum)
+    with stop_requests() as asked:
+        assert asked == {"stop": False}
+        os.kill(os.getpid(), signum)
+        assert asked["stop"] is True
+        assert "stopping after this step" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+    assert signal.getsignal(signum) is previous  # restored
+
+
+def test_outside_the_main_thread_signals_are_left_alone():
+    seen = {}
+
+    def body():
+        with stop_requests() as asked:
+            seen["asked"], seen["handler"] = asked, signal.getsignal(signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen["asked"] == {"stop": False} and seen["handler"] is before
+
+
+# --- what a fresh run is made of ---------------------------------------------------------------------------------
+def test_a_fresh_run_is_seeded_and_uses_the_configured_optimiser():
+    a, b, other = make_run(), make_run(), make_run(seed=1)
+    assert max_diff(params(a.model), params(b.model)) == 0 and max_diff(params(a.model), params(other.model)) > 0
+    assert max_diff(params(a.ema.module), params(a.model)) == 0  # the EMA starts as a copy
+    group = make_run(lr=3e-4, weight_decay=0.05).opt.param_groups[0]
+    assert isinstance(a.opt, torch.optim.AdamW) and group["betas"] == (0.9, 0.99)
+    assert group["initial_lr"] == 3e-4 and group["weight_decay"] == 0.05
+    assert not a.scaler.is_enabled()  # fp16 loss scaling is for CUDA's fp16 autocast only
+    assert (a.step, a.elapsed, a.max_steps) == (0, 0.0, 10) and a.hardware
+    assert torch.equal(a.noise_gen.get_state(), torch.Generator().manual_seed(a.cfg.seed + 1).get_state())
+
+
+def test_a_one_step_budget_warms_up_in_one_step():
+    run = make_run(Budget(steps=1), warmup_steps=50)
+    assert run.warmup == 1 and run.spent(1) == 0.0 and run.opt.param_groups[0]["lr"] == pytest.approx(run.cfg.lr)
