@@ -3,6 +3,7 @@
     budget = Budget(minutes=10)                          # or epochs=..., steps=...: whichever ends first
     sched = make_scheduler(opt, warmup=100, spent=...)   # linear warmup, then cosine decay to lr/10
     epoch_batches(n=1000, batch=4, seed=0, epoch=3)      # the clip indices of every step of epoch 3
+    epoch_loader(train_set, cfg, epoch=3, skip=0, ...)    # this process's batches of epoch 3, on its device
 
 Everything here is a function of (seed, step) or of the time spent, so a stopped run resumes on the same schedule.
 """
@@ -15,6 +16,11 @@ from dataclasses import dataclass
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
+
+from mariofm.config import Config
+from mariofm.data import collate
+from mariofm.device import Dist
 
 
 @dataclass
@@ -58,4 +64,15 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> list[list[int]]:
     return [perm[i:i + batch] for i in range(0, n - batch + 1, batch)]
 
 
-__all__ = ["Budget", "make_scheduler", "epoch_batches"]
+def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, workers: int, dev: torch.device):
+    """This rank's batches of `epoch` on `dev`, from batch `skip` on (a resumed run skips those it has done)."""
+    local = cfg.batch_size // dist.world
+    batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch)[skip:]
+    rank_batches = [b[dist.rank * local:(dist.rank + 1) * local] for b in batches]
+    # its own generator: making a DataLoader must not draw from the global RNG (dropout uses it)
+    loader = DataLoader(train_set, batch_sampler=rank_batches, num_workers=workers, collate_fn=collate,
+                        pin_memory=dev.type == "cuda", generator=torch.Generator())
+    return ({k: v.to(dev, non_blocking=True) for k, v in batch.items()} for batch in loader)
+
+
+__all__ = ["Budget", "make_scheduler", "epoch_batches", "epoch_loader"]

@@ -40,19 +40,19 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, require_keys
 from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
-from mariofm.data import MarioClips, NoDataError, collate
+from mariofm.data import NoDataError
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
-from mariofm.schedule import Budget, epoch_batches
+from mariofm.schedule import Budget, epoch_loader
 from mariofm.state import RESUMABLE, Run
+from mariofm.world_data import training_data
 
 DEFAULT_DATA = "data_video/mario"
 
@@ -269,32 +269,12 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
     return out
 
 
-def training_data(cfg: Config, data: str | Path, split: str, **kwargs):
-    """MarioClips for a video model; NextFrames (next frame, K context frames, buttons) for a world model."""
-    if cfg.context_frames:
-        from mariofm.world_data import NextFrames
-
-        return NextFrames.from_config(cfg, data, split=split, **kwargs)
-    return MarioClips.from_config(cfg, data, split=split, **kwargs)
-
-
 def diverged(loss: float, step: int, out: Path, last_saved: int | None, every: int) -> TrainingDiverged:
     """The error for a loss that became `loss` at `step`, naming the checkpoint that is left, if any."""
     kept = f"The last checkpoint, {out / CHECKPOINT} at step {last_saved}, is untouched: resuming starts " \
            f"there." if last_saved is not None else f"No checkpoint was written (the first comes at step {every})."
     return TrainingDiverged(f"the loss became {loss} at step {step}; stopping. {kept} Try a lower --set lr=... "
                             f"or --set grad_clip=...")
-
-
-def epoch_loader(train_set, cfg: Config, epoch: int, skip: int, dist: Dist, workers: int, dev: torch.device):
-    """This rank's batches of `epoch` on `dev`, from batch `skip` on (a resumed run skips those it has done)."""
-    local = cfg.batch_size // dist.world
-    batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch)[skip:]
-    rank_batches = [b[dist.rank * local:(dist.rank + 1) * local] for b in batches]
-    # its own generator: making a DataLoader must not draw from the global RNG (dropout uses it)
-    loader = DataLoader(train_set, batch_sampler=rank_batches, num_workers=workers, collate_fn=collate,
-                        pin_memory=dev.type == "cuda", generator=torch.Generator())
-    return ({k: v.to(dev, non_blocking=True) for k, v in batch.items()} for batch in loader)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -94,4 +94,12 @@ class NextFrames(Dataset):
         return f"NextFrames(K={self.context_frames}, {self.clips!r})"
 
 
-__all__ = ["NextFrames", "NoActionsError", "held_bits"]
+def training_data(cfg, root: str | Path, split: str = "train", **kwargs) -> Dataset:
+    """The data set a Config trains on: MarioClips for a video model; NextFrames (the next frame, K context frames
+    and the buttons) for a world model (cfg.context_frames > 0)."""
+    if cfg.context_frames:
+        return NextFrames.from_config(cfg, root, split=split, **kwargs)
+    return MarioClips.from_config(cfg, root, split=split, **kwargs)
+
+
+__all__ = ["NextFrames", "NoActionsError", "held_bits", "training_data"]

@@ -131,3 +131,16 @@ def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]])
     for row in pipeline_rows:  # frames/s and need are printed rounded to whole numbers, the ratio to 0.1
         fps, ratio = number(row["frames/s"]), number(row["x training's need"])
         assert (fps - 0.5) / (need + 0.5) - 0.05 <= ratio <= (fps + 0.5) / (need - 0.5) + 0.05, row
+
+
+def test_world_speed_times_model_and_play_loop_and_splits_a_frame(mario_clips: Path):
+    rows, parts, ops = tables(run_script("world_speed.py", "--quick", "--threads", "1", "--data", str(mario_clips)))
+    kinds = [r["what"] for r in rows]
+    assert "model alone (as played)" in kinds and "PlayUI tick (play loop + widget updates)" in kinds
+    assert sum(k.startswith("play loop") for k in kinds) == 3
+    for row in rows:  # world presets play with Euler: one network call per step
+        solver, steps = row["solver, steps"].split()
+        assert solver == "euler" and int(row["NFE"]) == int(steps)
+        assert number(row["frames/s"]) == pytest.approx(1000 / number(row["ms/frame"]), rel=0.05)
+    assert sum(number(p["share"].rstrip("%")) for p in parts) == pytest.approx(100, abs=3)
+    assert ops and all(number(o["ms/call"]) >= 0 for o in ops)

@@ -162,7 +162,37 @@ class Scenario:
     act: Callable  # act(page): what a learner does after "Run All Cells", with its assertions
 
 
-SCENARIOS = [Scenario("05_generation.ipynb", generate_a_new_gif)]
+def play_holding_right(page) -> None:
+    """06_play: reset, toggle →, press ▶ and see frames come (the frame count in the fps label rises, the picture
+    changes), then pause and see them stop."""
+    image = page.locator("img.widget-image").first  # the play view: 06's only image widget
+    image.wait_for(state="attached", timeout=30_000)
+    label = page.locator("div.widget-label", has_text="frame").first
+    assert label.text_content().startswith("frame 30 "), \
+        f"the notebook's last cell should have played 30 frames headless: {label.text_content()!r}"
+    page.locator("button.widget-button", has_text="reset").first.click()
+    page.wait_for_function("el => el.textContent.startsWith('frame 0 ')", arg=label.element_handle(), timeout=30_000)
+    right = page.locator("button.widget-toggle-button", has_text="→").first
+    if "mod-active" in (right.get_attribute("class") or ""):  # the headless cell left it held: start released
+        right.click()
+    right.click()
+    page.wait_for_function("el => el.classList.contains('mod-active')", arg=right.element_handle(), timeout=10_000)
+    before = image.get_attribute("src")
+    page.locator(".widget-play button:has(i.fa-play)").first.click()  # ipywidgets.Play: the browser's timer
+    frames = "el => Number((el.textContent.match(/^frame (\\d+)/) || [0, 0])[1])"
+    page.wait_for_function(f"el => ({frames})(el) >= 10", arg=label.element_handle(), timeout=120_000)
+    assert image.get_attribute("src") != before, "the picture did not change while playing"
+    assert " · right · " in label.text_content(), f"the label should say right is held: {label.text_content()!r}"
+    page.locator(".widget-play button:has(i.fa-pause)").first.click()
+    time.sleep(2)  # a tick already sent may still arrive
+    paused = label.text_content()
+    time.sleep(3)
+    assert label.text_content() == paused, f"frames kept coming after pause: {paused!r} -> {label.text_content()!r}"
+    assert page.locator(".widget-html pre").count() == 0, "the play widget shows an error"
+    screenshot(page, page.locator(".widget-play").first, "06_play")
+
+
+SCENARIOS = [Scenario("05_generation.ipynb", generate_a_new_gif), Scenario("06_play.ipynb", play_holding_right)]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.notebook.removesuffix(".ipynb") for s in SCENARIOS])

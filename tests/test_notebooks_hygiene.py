@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "notebooks"))
 import run_notebooks  # noqa: E402  (notebooks/ is not a package)
 
-NAMES = ["01_data", "02_architecture", "03_flow_matching", "04_training", "05_generation"]
+NAMES = ["01_data", "02_architecture", "03_flow_matching", "04_training", "05_generation", "06_play"]
 MAX_BYTES = 3_000_000  # all notebooks together
 RERUN = "python notebooks/run_notebooks.py {prefix}  (or `make notebooks`)"
 CHECK_TAG = "nbval-check-output"
