@@ -166,8 +166,9 @@ def play_holding_right(page) -> None:
     """06_play: reset, toggle →, press ▶ and see frames come (the frame count in the fps label rises, the picture
     changes), then pause and see them stop."""
     image = page.locator("img.widget-image").first  # the play view: 06's only image widget
-    image.wait_for(state="attached", timeout=30_000)
+    image.wait_for(state="attached", timeout=120_000)
     label = page.locator("div.widget-label", has_text="frame").first
+    label.wait_for(state="attached", timeout=120_000)  # widget views render after the run: slow on a busy machine
     assert label.text_content().startswith("frame 30 "), \
         f"the notebook's last cell should have played 30 frames headless: {label.text_content()!r}"
     page.locator("button.widget-button", has_text="reset").first.click()
