@@ -28,26 +28,25 @@ COMMANDS = {
 }
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (a step count, a number of videos, an interval)."""
+def _whole_number(text: str, low: int, bound: str) -> int:
+    """`text` as an int >= low, else an argparse error saying which (`bound` words the limit)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} must be {bound}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a step count, a number of videos, an interval)."""
+    return _whole_number(text, 1, "at least 1")
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number >= 0 (0 meaning: none, skip)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _whole_number(text, 0, "0 or more")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
