@@ -1,7 +1,8 @@
 """The notebooks in a real browser: JupyterLab + headless Chromium, as a learner would use them.
 
 Each scenario starts a fresh JupyterLab server on a free local port (settings in a temporary
-JUPYTERLAB_SETTINGS_DIR: no autosave, so nothing is ever written into a tracked notebook, and no news popup), opens
+JUPYTERLAB_SETTINGS_DIR: no autosave, so nothing is ever written into a tracked notebook, and no news popup; and
+its own workspace folder, so no tabs come back from an earlier server), opens
 one notebook in Debian's Chromium driven by Playwright's Python package, runs all cells with MARIOFM_SMOKE=1, then
 does what a learner does and checks what they would see; a screenshot goes to outputs/browser/.
 
@@ -60,8 +61,11 @@ def jupyterlab(workdir: Path) -> Iterator[str]:
            "JUPYTER_RUNTIME_DIR": str(workdir / "runtime"), "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     port = free_port()
+    # its own workspace folder: JupyterLab otherwise restores the tabs of the last server run by this user from
+    # ~/.jupyter/lab/workspaces, and "Run All Cells" then runs whichever notebook that left in front
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.token=",
-               "--ServerApp.password=", f"--ServerApp.root_dir={ROOT / 'notebooks'}"]
+               "--ServerApp.password=", f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+               f"--LabApp.workspaces_dir={workdir / 'workspaces'}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     log = (workdir / "jupyterlab.log").open("w")
@@ -95,6 +99,9 @@ def open_and_run_all(page, url: str, notebook: str) -> None:
     # the execution indicator reads idle while the kernel is still starting; the status bar does not
     page.wait_for_function("document.querySelector('#jp-main-statusbar')?.textContent.includes('| Idle')",
                            timeout=120_000)
+    tabs = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel")
+    opened = sorted({t for t in tabs.all_text_contents() if t.endswith(".ipynb")})
+    assert opened == [notebook], f"the page should show {notebook} alone, but its tabs are {opened}"
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     busy = "[...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('[*]'))"
