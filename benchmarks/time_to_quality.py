@@ -36,10 +36,11 @@ from peers import MODELS, QUICK, build, installed, skipped_note
 from tqdm.auto import tqdm
 
 from mariofm.config import Config, preset
-from mariofm.data import MarioClips, collate, find_videos
+from mariofm.data import MarioClips, collate
 from mariofm.evaluate import held_out_sets
 from mariofm.flow import sample_t, validation_loss
 from mariofm.metrics import VideoFeatures, frechet_distance
+from mariofm.recordings import find_videos
 from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
 from mariofm.schedule import epoch_batches
 from mariofm.unet import count_parameters

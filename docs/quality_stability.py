@@ -5,7 +5,7 @@
 
 The same `num` generated clips (one noise seed) are compared, as `python -m mariofm evaluate --data DIR` compares
 them, with `num` held-out clips of each folder's stratified val split and `num` of its training split as the
-real-vs-real floor (`--val-fraction`: the split's held-out share; evaluate uses data.VAL_FRACTION). Recorded
+real-vs-real floor (`--val-fraction`: the split's held-out share; evaluate uses recordings.VAL_FRACTION). Recorded
 with other seeds, the folders are disjoint samples of the same game: a stable metric gives the model the same
 score, relative to each folder's floor, on every one. Prints one row per folder and the largest relative
 difference between folders per metric.
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from mariofm.checkpoint import load_model
-from mariofm.data import VAL_FRACTION, MarioClips
+from mariofm.data import MarioClips
 from mariofm.metrics import compare
+from mariofm.recordings import VAL_FRACTION
 from mariofm.sample import noise_for, sample_videos
 
 

@@ -45,9 +45,9 @@ from tqdm.auto import tqdm
 from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, require_keys
 from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
-from mariofm.data import NoDataError
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
+from mariofm.recordings import NoDataError
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
 from mariofm.schedule import Budget, epoch_loader

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mariofm.conditioning import action_bits
-from mariofm.data import MarioClips, NoDataError, find_videos
+from mariofm.data import MarioClips
+from mariofm.recordings import NoDataError, find_videos
 
 
 class NoActionsError(NoDataError):
@@ -58,7 +59,7 @@ class NextFrames(Dataset):
             raise NoActionsError(root, f"a world model needs the buttons behind every frame, but {len(missing)} "
                                        f"video file(s) have no <stem>.actions.npy beside them: {shown}. Record "
                                        f"clips with mariofm's recorder, which writes them")
-        try:  # require_actions: a damaged sidecar is an error too (mariofm.data.load_actions)
+        try:  # require_actions: a damaged sidecar is an error too (mariofm.recordings.load_actions)
             self.clips = MarioClips(root, context_frames + 1, size, frame_stride, split, hop=hop,
                                     require_actions=True, **kwargs)
         except NoDataError as err:

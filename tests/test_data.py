@@ -1,4 +1,5 @@
-"""mariofm.data: windows, resize and stride, the split, the frame cache, other encoders, bad input."""
+"""mariofm.data and mariofm.recordings: windows, resize and stride, the split, the frame cache, other encoders, bad
+input, and the folder the notebooks find (find_or_record)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mariofm.config import preset
-from mariofm.data import MarioClips, NoDataError, level_of, real_clips, split_files
+from mariofm.data import MarioClips, real_clips
+from mariofm.recordings import DATA_ENV, NoDataError, find_or_record, level_of, split_files
 from mariofm.video import read_frames, write_avi, write_mp4
 
 
@@ -157,6 +159,38 @@ def test_missing_or_empty_folder_says_how_to_record(tmp_path):
         with pytest.raises(NoDataError, match="python -m mariofm record --out .* --clips 40") as err:
             MarioClips(root, 8)
         assert isinstance(err.value, FileNotFoundError)
+
+
+def test_find_or_record_picks_the_folder_and_records_nothing_when_it_holds_clips(mario_clips, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """$MARIOFM_DATA wins, else <root>/data_video/mario; a smoke run without videos there reads
+    outputs/clips_smoke. Every folder chosen here holds real clips, so nothing may be recorded: no file appears and
+    no "recording" line is printed (recording itself is what the mario_clips fixture and test_record exercise)."""
+
+    def files() -> set[Path]:
+        return {p for p in tmp_path.rglob("*") if ".cache" not in p.parts}
+
+    monkeypatch.setenv(DATA_ENV, str(mario_clips))
+    assert find_or_record(tmp_path, smoke=True) == mario_clips  # even in a smoke run
+    assert f"data: {mario_clips} ($MARIOFM_DATA) holds 4 clips" in capsys.readouterr().out
+
+    monkeypatch.delenv(DATA_ENV)
+    smoke = copy_clips(mario_clips, tmp_path / "outputs" / "clips_smoke")
+    (tmp_path / "data_video" / "mario").mkdir(parents=True)  # there, but empty
+    before = files()
+    assert find_or_record(tmp_path, smoke=True) == smoke
+    assert "data_video/mario has none) holds 4 clips" in capsys.readouterr().out
+    assert files() == before
+
+    (tmp_path / "data_video" / "mario").rmdir()
+    full = copy_clips(mario_clips, tmp_path / "data_video" / "mario")
+    sorted(full.glob("*.avi"))[0].unlink()  # 3 clips: tells this folder from the smoke one
+    before = files()
+    for smoke_run in (True, False):  # real data in data_video/mario is used by smoke runs too
+        assert find_or_record(str(tmp_path), smoke=smoke_run) == full
+        out = capsys.readouterr().out
+        assert f"data: {full} (the default folder) holds 3 clips" in out and "recording" not in out
+    assert files() == before
 
 
 def test_broken_and_short_files_are_skipped_with_a_warning(mario_clips, tmp_path):

@@ -26,10 +26,11 @@ import torch
 from mariofm.checkpoint import CHECKPOINT, MODEL, DamagedFileError, load_checkpoint, load_model
 from mariofm.cli import main
 from mariofm.config import parse_overrides, preset
-from mariofm.data import ActionsError, MarioClips, load_actions
+from mariofm.data import MarioClips
 from mariofm.evaluate import evaluate
 from mariofm.export import export
 from mariofm.generate import generate
+from mariofm.recordings import ActionsError, load_actions
 from mariofm.runfolder import LOCK, RunFolderError, RunLock
 from mariofm.train import TrainingDiverged, train
 

@@ -10,7 +10,7 @@ import torch
 
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.config import preset
-from mariofm.data import NoDataError
+from mariofm.recordings import NoDataError
 from mariofm.rollout import World, policy_actions, read_actions, recording_start, rollout
 from mariofm.unet import VideoUNet
 from mariofm.world_data import NextFrames, NoActionsError
