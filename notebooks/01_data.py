@@ -91,25 +91,15 @@ cfg = preset(PRESET)
 # | `<stem>.actions.npy` | uint8 `(T,)`: the controller byte held while each frame was emulated |
 # | `<stem>.json` | the level, Mario's x in every frame, why the clip ended, the seed, the ROM hash … |
 #
-# The next cell uses the data set in `MARIOFM_DATA` (an environment variable) or `data_video/mario`, and records
-# it when it is missing (a smoke run records four short clips instead).
+# The next cell finds the data set with `mariofm.recordings.find_or_record`: the folder named by `MARIOFM_DATA`
+# (an environment variable), else `data_video/mario`. When that folder holds no video, it records it first, as
+# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2` would (a smoke
+# run records four short clips into `outputs/clips_smoke` instead). It prints the folder and its number of clips.
 
 # %%
-from mariofm.data import find_videos
-from mariofm.record import record_clips
+from mariofm.recordings import find_or_record, find_videos
 
-# MARIOFM_DATA, else data_video/mario as recorded by
-# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
-DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
-if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
-    DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
-if not (DATA.is_dir() and find_videos(DATA)):
-    print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
-    if SMOKE:
-        record_clips(DATA, clips=4, frames=48, seed=0, levels="1-1,1-2,3-2", progress=False)
-    else:
-        record_clips(DATA, clips=40, frames=300, seed=0, workers=2)
-print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
+DATA = find_or_record(ROOT, smoke=SMOKE)  # MARIOFM_DATA, else data_video/mario; recorded here if empty
 
 # %%
 videos = [p for p in find_videos(DATA) if p.with_suffix(".json").is_file()]

@@ -163,23 +163,14 @@ plt.show()
 
 # %% [markdown]
 # ## The real data
+#
+# The recordings notebook 01 looked at: `find_or_record` takes the folder named by `MARIOFM_DATA`, else
+# `data_video/mario` (a smoke run: `outputs/clips_smoke`), and records the clips first when it holds no video.
 
 # %%
-from mariofm.data import find_videos
-from mariofm.record import record_clips
+from mariofm.recordings import find_or_record
 
-# MARIOFM_DATA, else data_video/mario as recorded by
-# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
-DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
-if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
-    DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
-if not (DATA.is_dir() and find_videos(DATA)):
-    print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
-    if SMOKE:
-        record_clips(DATA, clips=4, frames=48, seed=0, levels="1-1,1-2,3-2", progress=False)
-    else:
-        record_clips(DATA, clips=40, frames=300, seed=0, workers=2)
-print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
+DATA = find_or_record(ROOT, smoke=SMOKE)  # MARIOFM_DATA, else data_video/mario; recorded here if empty
 
 # %% [markdown]
 # ## The path from a clip to noise

@@ -125,22 +125,14 @@ print("float16 after scaling by 2**16:", f"{(tiny * 2**16).half().item():.3e}")
 # %%
 print(inspect.getsource(train_step))
 
-# %%
-from mariofm.data import find_videos
-from mariofm.record import record_clips
+# %% [markdown]
+# The data to train on: `find_or_record` takes the folder named by `MARIOFM_DATA`, else `data_video/mario` (a smoke
+# run: `outputs/clips_smoke`), and records the clips first when it holds no video (notebook 01 shows them).
 
-# MARIOFM_DATA, else data_video/mario as recorded by
-# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
-DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
-if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
-    DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
-if not (DATA.is_dir() and find_videos(DATA)):
-    print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
-    if SMOKE:
-        record_clips(DATA, clips=4, frames=48, seed=0, levels="1-1,1-2,3-2", progress=False)
-    else:
-        record_clips(DATA, clips=40, frames=300, seed=0, workers=2)
-print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
+# %%
+from mariofm.recordings import find_or_record
+
+DATA = find_or_record(ROOT, smoke=SMOKE)  # MARIOFM_DATA, else data_video/mario; recorded here if empty
 
 # %% [markdown]
 # ## Train, stop, resume

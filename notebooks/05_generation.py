@@ -63,6 +63,11 @@ NUM = 2 if SMOKE else 4  # videos per click
 TRADE_OFF_STEPS = (1, 2, 4) if SMOKE else (1, 2, 4, 8, 16)  # steps compared in the NFE section
 REFERENCE_STEPS = 8 if SMOKE else 64  # the "exact" solution those are compared with
 
+# %% [markdown]
+# The library's parts this notebook calls, and the real clips the generated ones are compared with: `find_or_record`
+# takes the folder named by `MARIOFM_DATA`, else `data_video/mario` (a smoke run: `outputs/clips_smoke`), and
+# records the clips first when it holds no video.
+
 # %%
 import html
 import shutil
@@ -79,25 +84,14 @@ from mariofm.checkpoint import MODEL, SHIPPED, load_model
 from mariofm.config import preset
 
 # %%
-from mariofm.data import find_videos, real_clips
+from mariofm.data import real_clips
 from mariofm.metrics import palette_fidelity
-from mariofm.record import record_clips
+from mariofm.recordings import find_or_record
 from mariofm.sample import nfe, noise_for, sample, sample_videos
 from mariofm.train import train
 from mariofm.video import gif_bytes, to_uint8, video_grid, write_gif, write_mp4
 
-# MARIOFM_DATA, else data_video/mario as recorded by
-# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
-DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
-if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
-    DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
-if not (DATA.is_dir() and find_videos(DATA)):
-    print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
-    if SMOKE:
-        record_clips(DATA, clips=4, frames=48, seed=0, levels="1-1,1-2,3-2", progress=False)
-    else:
-        record_clips(DATA, clips=40, frames=300, seed=0, workers=2)
-print(f"data: {DATA} holds {len(find_videos(DATA))} clips")
+DATA = find_or_record(ROOT, smoke=SMOKE)  # MARIOFM_DATA, else data_video/mario; recorded here if empty
 
 # %% [markdown]
 # ## Pick a model

@@ -68,6 +68,11 @@ COMPARE_CLIPS = 1 if SMOKE else 4  # held-out recordings compared with the model
 COMPARE_FRAMES = 12 if SMOKE else 120  # frames per comparison (a recording holds ~150 at 15 fps)
 HEADLESS = 30  # frames the last cell plays without a browser (hold right)
 
+# %% [markdown]
+# The library's parts this notebook calls, and the recordings: `find_or_record` takes the folder named by
+# `MARIOFM_DATA`, else `data_video/mario` (a smoke run: `outputs/clips_smoke`), and records the clips first when it
+# holds no video. Starts come from the held-out split when there are enough recordings for one.
+
 # %%
 import json
 import shutil
@@ -81,10 +86,9 @@ from IPython.display import Image, Video, display
 from mariofm.checkpoint import MODEL, WORLD_SHIPPED, load_model
 from mariofm.conditioning import BUTTONS, action_bits, buttons_byte
 from mariofm.config import preset
-from mariofm.data import find_videos
 from mariofm.metrics import palette_fidelity, scroll_stats
 from mariofm.play import Player, PlayUI
-from mariofm.record import record_clips
+from mariofm.recordings import find_or_record, find_videos
 from mariofm.rollout import World, policy_actions, recording_start, rollout
 from mariofm.sample import nfe
 from mariofm.train import train
@@ -94,19 +98,9 @@ from mariofm.world_data import NextFrames, held_bits
 from mariofm.world_eval import total_scroll
 from mariofm.world_truth import game_branches
 
-# MARIOFM_DATA, else data_video/mario as recorded by
-# `python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0 --workers 2`
-DATA = Path(os.environ.get("MARIOFM_DATA", ROOT / "data_video" / "mario"))
-if SMOKE and "MARIOFM_DATA" not in os.environ and not (DATA.is_dir() and find_videos(DATA)):
-    DATA = ROOT / "outputs" / "clips_smoke"  # smoke runs (CI) bring their own: 4 short clips
-if not (DATA.is_dir() and find_videos(DATA)):
-    print(f"recording real gameplay into {DATA} (once: later runs and the other notebooks reuse it)")
-    if SMOKE:
-        record_clips(DATA, clips=4, frames=48, seed=0, levels="1-1,1-2,3-2", progress=False)
-    else:
-        record_clips(DATA, clips=40, frames=300, seed=0, workers=2)
+DATA = find_or_record(ROOT, smoke=SMOKE)  # MARIOFM_DATA, else data_video/mario; recorded here if empty
 SPLIT = "val" if len(find_videos(DATA)) >= 10 else "all"  # held-out recordings, when there are enough
-print(f"data: {DATA} holds {len(find_videos(DATA))} clips; starts are taken from the {SPLIT!r} split")
+print(f"starts are taken from the {SPLIT!r} split")
 
 # %% [markdown]
 # ## The shipped world model
