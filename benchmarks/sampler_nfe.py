@@ -6,7 +6,7 @@
 
 NFE (network evaluations) is the cost of sampling. For each solver and step count, from the same noise:
 
-    FD-3D      Fréchet distance of mariofm.metrics.VideoFeatures between `--num` samples and `--num` held-out clips
+    FD-3D      Fréchet distance of mariofm.features.VideoFeatures between `--num` samples and `--num` held-out clips
     RMS error  root-mean-square distance of the samples (floats in [-1, 1]) to a reference solution of the same
                ODE from the same noise (Heun with `--ref-steps` steps): the solver's own error, without the noise
                of a finite-N FD, which it drives
@@ -33,8 +33,8 @@ from time_to_quality import quick_data, train_for
 from mariofm.checkpoint import SHIPPED, load_model
 from mariofm.data import MarioClips
 from mariofm.evaluate import held_out_sets
+from mariofm.features import VideoFeatures, frechet_distance
 from mariofm.likelihood import bits_per_dim
-from mariofm.metrics import VideoFeatures, frechet_distance
 from mariofm.sample import SOLVERS, nfe, noise_for, sample
 from mariofm.video import to_uint8
 

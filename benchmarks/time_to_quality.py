@@ -12,7 +12,7 @@ not). Then, from its raw weights (an EMA with a half-life of ~140 steps would st
 initialisation of a model that took fewer steps):
 
     val FM loss  mariofm.flow.validation_loss on `--num` held-out clips: a fixed t grid and fixed noise
-    FD-3D        Fréchet distance of mariofm.metrics.VideoFeatures between `--num` generated clips (the same
+    FD-3D        Fréchet distance of mariofm.features.VideoFeatures between `--num` generated clips (the same
                  noise for every model, `--solver`, `--sample-steps`) and `--num` held-out real clips
 
 The last row is real footage scored the same way (`--num` training clips against the held-out ones): the floor a
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from mariofm.config import Config, preset
 from mariofm.data import MarioClips, collate
 from mariofm.evaluate import held_out_sets
+from mariofm.features import VideoFeatures, frechet_distance
 from mariofm.flow import sample_t, validation_loss
-from mariofm.metrics import VideoFeatures, frechet_distance
 from mariofm.recordings import find_videos
 from mariofm.sample import SOLVERS, nfe, noise_for, sample_videos
 from mariofm.schedule import epoch_batches

@@ -361,5 +361,5 @@ print("same as video_grid:", np.array_equal(my_grid(three_videos, 2), video_grid
 #   of the influence matrix for Laplacian smoothing splines", 1989: the same ODE gives exact likelihoods
 #   (`python -m mariofm evaluate` reports bits/dim with them).
 # - M. Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium" (the
-#   Fréchet distance that `mariofm.metrics` computes on random features), NeurIPS 2017,
+#   Fréchet distance that `mariofm.features` computes on random features), NeurIPS 2017,
 #   [arXiv:1706.08500](https://arxiv.org/abs/1706.08500).

@@ -1,4 +1,4 @@
-"""Weight-free video metrics (mariofm.metrics).
+"""Weight-free video metrics (mariofm.features and mariofm.metrics).
 
 The core check: real clips with a known corruption must score worse than the real-vs-real floor on the
 metrics meant to catch that corruption (table in CATCHES), and the maths must match hand-computed cases.
@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from mariofm.data import resize_frame
+from mariofm.features import FrameFeatures, VideoFeatures, bootstrap_interval, frechet_distance, kernel_distance
 from mariofm.metrics import (
-    FrameFeatures,
-    VideoFeatures,
-    bootstrap_interval,
     compare,
-    frechet_distance,
-    kernel_distance,
     palette_fidelity,
     scroll_distance,
     scroll_stats,

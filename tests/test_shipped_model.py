@@ -15,7 +15,8 @@ from safetensors import safe_open
 from mariofm.checkpoint import SHIPPED, DamagedFileError, load_model
 from mariofm.config import Config
 from mariofm.data import real_clips
-from mariofm.metrics import VideoFeatures, frechet_distance, palette_fidelity
+from mariofm.features import VideoFeatures, frechet_distance
+from mariofm.metrics import palette_fidelity
 from mariofm.sample import noise_for, sample_videos
 from mariofm.unet import VideoUNet
 
