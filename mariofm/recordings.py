@@ -26,6 +26,8 @@ VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 RECORD_COMMAND = "python -m mariofm record --out {root} --clips 40 --frames 300 --seed 0"
 
 
+# --- which files, which level, which split --------------------------------------------------------------
+
 class NoDataError(FileNotFoundError):
     """No usable video in the data folder; the message says how to record some."""
 
@@ -135,7 +137,6 @@ def load_actions(sidecar: str | Path, n_frames: int | None = None) -> np.ndarray
     if n_frames is not None and len(actions) != n_frames:
         raise ActionsError(f"{sidecar} holds {len(actions)} actions for a video of {n_frames} frames")
     return actions.astype(np.uint8)
-
 
 
 # --- the notebooks' data --------------------------------------------------------------------------------
