@@ -7,6 +7,7 @@ inside functions included: a function-local import that only dodges a cycle is s
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,23 @@ def test_the_core_reads_in_order():
     for i, module in enumerate(order):
         later = imports_of(module) & set(order[i + 1:])
         assert not later, f"mariofm.{module} imports {sorted(later)}, which come after it"
+
+
+def readme_order() -> list[list[str]]:
+    """The README's module table: a list of rows, each the modules that row names (`mariofm/x.py`, `y.py`)."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("| module | what it teaches |")[1].split("\n\n")[0]
+    return [re.findall(r"`(?:mariofm/)?(\w+)\.py`", line.split("|")[1]) for line in table.splitlines()[2:]]
+
+
+def test_the_readme_lists_every_module_in_an_order_a_reader_can_follow():
+    rows = readme_order()
+    listed = [m for row in rows for m in row]
+    assert sorted(listed) == MODULES, f"the README's module table lists {sorted(listed)}, the package has {MODULES}"
+    row_of = {m: i for i, row in enumerate(rows) for m in row}
+    later = {m: sorted(d for d in imports_of(m) if row_of[d] > row_of[m]) for m in MODULES}
+    assert not any(later.values()), ("modules that import one listed below them in the README: "
+                                     f"{ {m: d for m, d in later.items() if d} }")
 
 
 @pytest.mark.parametrize("module", MODULES)
