@@ -165,7 +165,7 @@ def find_or_record(root: str | Path = ".", smoke: bool = False) -> Path:
         if smoke and not (data.is_dir() and find_videos(data)):
             data, why = root / "outputs" / "clips_smoke", "a smoke run's own clips: data_video/mario has none"
     if not (data.is_dir() and find_videos(data)):
-        # imported here, on the one path that records: the emulator side comes last in the reading order
+        # imported here: only the path that records needs the emulator (cynes and its ROM)
         from mariofm.record import record_clips
 
         recording = SMOKE_RECORDING if smoke else FULL_RECORDING
