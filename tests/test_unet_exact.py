@@ -297,6 +297,20 @@ def test_2d_convs_compute_exactly_what_their_conv3d_does():
         torch.testing.assert_close(model(x, 0.5), out, rtol=1e-5, atol=1e-6)
 
 
+def test_a_2d_net_treats_each_frame_on_its_own():
+    """conv="2d" promises that frames never mix: changing frame 2 of x_t leaves every other frame's velocity as it
+    was (GroupNorm normalises each frame by its own statistics, as the convs see one frame at a time)."""
+    model = _perturbed(preset("smoke", conv="2d")).eval()
+    x = _randn(2, 3, 4, 32, 32)
+    changed = x.clone()
+    changed[:, :, 2] = 3 * _randn(2, 3, 32, 32, seed=1)
+    with torch.no_grad():
+        out, out_changed = model(x, 0.5), model(changed, 0.5)
+    for frame in (0, 1, 3):
+        torch.testing.assert_close(out_changed[:, :, frame], out[:, :, frame], rtol=1e-6, atol=1e-7)
+    assert (out_changed[:, :, 2] - out[:, :, 2]).abs().max() > 0.1  # frame 2 itself did change
+
+
 def test_an_unconditional_model_refuses_conditions():
     with pytest.raises(ValueError, match=r"^this model is unconditional \(context_frames=0\): it takes no context "
                                          r"or actions$"):
