@@ -236,6 +236,22 @@ def test_damaged_checkpoints_say_what_is_wrong(saved_run, tmp_path):
         load_checkpoint(tmp_path / "broken.pt")
 
 
+def test_a_cut_old_format_checkpoint_is_named_as_damaged(saved_run, tmp_path):
+    """torch.save's legacy (pickle) format cut short fails inside torch as EOFError, IndexError (1 byte left) or
+    struct.error (18 bytes): each is the same DamagedFileError, naming the file and what to do."""
+    path = tmp_path / MODEL
+    torch.save(load_checkpoint(saved_run / MODEL), path, _use_new_zipfile_serialization=False)
+    full = path.read_bytes()
+    assert load_checkpoint(path)["step"] == 1  # the whole file loads
+    for size in [*range(1, 80), len(full) // 2, len(full) - 1]:  # its header byte by byte, then the tensors
+        path.write_bytes(full[:size])
+        with pytest.raises(DamagedFileError, match=damaged(path, f"it ends before the data it announces ({size} "
+                                                                 "bytes of an old-format PyTorch file: cut short, "
+                                                                 "as after an interrupted write or copy, or "
+                                                                 "damaged)")):
+            load_checkpoint(path)
+
+
 def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "pwned"
 
