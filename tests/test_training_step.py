@@ -7,6 +7,7 @@ random tensors: what is checked is the arithmetic of the step, not what it learn
 real footage).
 """
 
+import copy
 import math
 import os
 import signal
@@ -17,7 +18,7 @@ import torch
 
 from mariofm.config import preset
 from mariofm.device import Dist
-from mariofm.flow import sample_t
+from mariofm.flow import fm_loss, sample_t
 from mariofm.schedule import Budget, epoch_batches, make_scheduler
 from mariofm.state import Run
 from mariofm.train import OutOfMemory, out_of_memory, stop_requests, train_step
@@ -72,6 +73,71 @@ def test_the_step_draws_noise_then_t_from_the_run_generator_and_returns_its_loss
     assert loss == pytest.approx(per_sample.mean().item(), rel=1e-6)
     # the untrained model outputs 0: its loss is the mean square of the target velocity ε − x0, about 1 + 1/3
     assert 1.0 < loss < 1.7
+
+
+def perturbed(run: Run) -> Run:
+    """The run with its zero-init output conv perturbed: the model's velocity is not 0, so its loss depends on it."""
+    with torch.no_grad():
+        run.model.head[-1].weight.normal_(std=0.1, generator=torch.Generator().manual_seed(5))
+    return run
+
+
+def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_keeps_its_slice_of_the_global_noise_and_t(rank):
+    """A global batch of 4 clips, 2 on this rank: every rank draws all 4 clips' noise and t and keeps rows 2r and
+    2r + 1, and its per-sample losses are the flow-matching losses of its 2 clips at those draws, in float32 as
+    fm_loss computes them outside the step. (world=1 here: the mean over ranks needs a process group, and the
+    two-process run of test_train.py checks it.)"""
+    run = perturbed(make_run(batch_size=4))
+    before = copy.deepcopy(run.model)
+    g = torch.Generator().manual_seed(run.cfg.seed + 1)
+    noise = torch.randn((4, 3, 4, 32, 32), generator=g)[2 * rank:2 * rank + 2]
+    expected_t = sample_t(4, run.cfg.time_sampling, generator=g)[2 * rank:2 * rank + 2]
+    loss, per_sample, t = train_step(run.model, run, clips(), Dist(rank=rank, world=1), CPU)
+    _, expected, _ = fm_loss(before, clips()["video"], t=expected_t, noise=noise)
+    assert torch.equal(t, expected_t)
+    assert per_sample.dtype == torch.float32 and torch.equal(per_sample, expected.detach())
+    assert loss == pytest.approx(expected.mean().item(), rel=1e-6)
+
+
+def test_micro_batches_add_up_to_the_gradient_of_the_whole_batch():
+    """grad_accum = 2 or 4 splits the 4 clips into micro-batches whose losses are weighted 1/grad_accum: the
+    summed gradient, the per-sample losses and the weights after the step are those of one batch of 4. In float64
+    (only the order of the sums differs), with clipping out of the way so the gradient is the raw one."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        batch = {"video": clips(4)["video"].double()}
+        runs = [perturbed(make_run(batch_size=4, grad_accum=accum, grad_clip=1e9)) for accum in (1, 2, 4)]
+        out = [train_step(run.model, run, batch, Dist(), CPU) for run in runs]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    whole, steps = grads(runs[0].model), [params(run.model) for run in runs]
+    for run, (loss, per_sample, t) in zip(runs[1:], out[1:]):
+        assert max_diff(grads(run.model), whole) < 1e-12 and max_diff(params(run.model), steps[0]) < 1e-12
+        assert per_sample.dtype == torch.float32  # for the log, whatever the model computes in
+        assert torch.allclose(per_sample, out[0][1], rtol=1e-6) and loss == pytest.approx(out[0][0], rel=1e-6)
+        assert torch.equal(t, out[0][2])
+    assert max(g.abs().max().item() for g in whole.values()) > 1e-3  # a real gradient, not zeros
+
+
+def test_fp16_loss_scaling_clips_and_steps_on_the_true_gradient():
+    """With a GradScaler on (fp16 autocast on older GPUs; here on the CPU, whose scaler works the same), the loss
+    is multiplied by 2^16 before backward, and the step must unscale before clipping: the weights end where an
+    unscaled run's do. The clip at 1e-6 bites, and Adam's eps (1e-8) makes the size of the clipped gradient show:
+    clipping the scaled gradient would leave 2^16 times less. Two steps: the scaler is updated after each."""
+    plain, scaled = make_run(lr=1e-2, warmup_steps=1, grad_clip=1e-6), make_run(lr=1e-2, warmup_steps=1,
+                                                                                grad_clip=1e-6)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for k in range(2):
+        for run in (plain, scaled):
+            train_step(run.model, run, clips(seed=k), Dist(), CPU)
+    assert max_diff(params(scaled.model), params(plain.model)) < 1e-6
+    assert max_diff(params(scaled.model), params(make_run().model)) > 5e-3  # the steps moved the weights
+    assert scaled.scaler.state_dict()["_growth_tracker"] == 2  # update() after each of the 2 good steps
 
 
 def test_a_non_finite_loss_changes_nothing():
