@@ -15,6 +15,7 @@ import threading
 
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from mariofm.config import preset
 from mariofm.device import Dist
@@ -122,6 +123,29 @@ def test_micro_batches_add_up_to_the_gradient_of_the_whole_batch():
         assert torch.allclose(per_sample, out[0][1], rtol=1e-6) and loss == pytest.approx(out[0][0], rel=1e-6)
         assert torch.equal(t, out[0][2])
     assert max(g.abs().max().item() for g in whole.values()) > 1e-3  # a real gradient, not zeros
+
+
+def test_under_ddp_the_micro_batches_all_reduce_their_gradients_once():
+    """A real DistributedDataParallel model (gloo, one process): its gradients are all-reduced once per step,
+    after the last micro-batch (`no_sync` on the others), however many micro-batches there are. A communication
+    hook counts the all-reduces of each step: DDP calls it once per gradient bucket it sends."""
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        for accum in (1, 2, 4):
+            run = make_run(batch_size=4, grad_accum=accum)
+            net, sent = DistributedDataParallel(run.model), []
+
+            def count(state, bucket, sent=sent):
+                sent.append(bucket.index())
+                done = torch.futures.Future()
+                done.set_result(bucket.buffer())  # one process: the sum over ranks is its own gradient
+                return done
+
+            net.register_comm_hook(None, count)
+            train_step(net, run, clips(4), Dist(), CPU)
+            assert sent == [0], (accum, sent)  # the smoke model's gradients fit one bucket
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_fp16_loss_scaling_clips_and_steps_on_the_true_gradient():
