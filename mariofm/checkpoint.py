@@ -152,8 +152,9 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
+        # torch lists each misfit on a line of its own under a heading: name the last one
         raise DamagedFileError(path, f"its weights do not fit the model its config describes "
-                                     f"({str(err).splitlines()[1:2] or err})") from None
+                                     f"({str(err).splitlines()[-1].strip()})") from None
     return model.eval(), cfg
 
 
