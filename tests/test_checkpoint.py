@@ -310,6 +310,8 @@ def test_checkpoints_load_onto_the_requested_device(saved_run):
     state = load_checkpoint(saved_run / CHECKPOINT, map_location="meta")  # meta: a stand-in for a GPU
     assert all(v.device.type == "meta" for v in state["model"].values())
     assert all(v.device.type == "cpu" for v in load_checkpoint(saved_run / CHECKPOINT)["model"].values())
+    model, _ = load_model(saved_run / MODEL, device="meta")  # the model is built there too, and its weights fit
+    assert {p.device.type for p in model.parameters()} == {"meta"}
 
 
 def test_files_of_another_program_or_shape_are_named(saved_run, tmp_path):
