@@ -292,7 +292,10 @@ def test_a_cut_old_format_checkpoint_is_named_as_damaged(saved_run, tmp_path):
             load_checkpoint(path)
 
 
-def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path):
+def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path, monkeypatch):
+    """Refused even where TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (set to read old files) turns torch.load's default
+    to unpickling anything: mariofm asks for weights_only=True itself, which the variable does not override."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "pwned"
 
     class Evil:
