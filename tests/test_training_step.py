@@ -8,6 +8,7 @@ real footage).
 """
 
 import copy
+import functools
 import math
 import os
 import signal
@@ -103,6 +104,29 @@ def test_each_rank_keeps_its_slice_of_the_global_noise_and_t(rank):
     assert torch.equal(t, expected_t)
     assert per_sample.dtype == torch.float32 and torch.equal(per_sample, expected.detach())
     assert loss == pytest.approx(expected.mean().item(), rel=1e-6)
+
+
+def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
+    """A model that declares conditions (the world model: context frames and buttons) gets the batch's entries
+    of those names, sliced like the clips: each micro-batch's clip with its own context and buttons. Its
+    per-sample losses are fm_loss's of the model called with them. (context_noise 0: no extra random draws.)"""
+    cfg = preset("world-smoke", batch_size=2, grad_accum=2, context_noise=0.0, play_noise=0.0)
+    run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))
+    before = copy.deepcopy(run.model)
+    g = torch.Generator().manual_seed(7)
+    batch = {"video": torch.rand(2, 3, 1, 32, 32, generator=g) * 2 - 1,
+             "context": torch.rand(2, 3, cfg.context_frames, 32, 32, generator=g) * 2 - 1,
+             "actions": (torch.rand(2, cfg.context_frames + 1, 8, generator=g) > 0.5).float(),
+             "start": torch.tensor([3, 9])}  # an entry the model does not take
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise = torch.randn((2, 3, 1, 32, 32), generator=noise_gen)
+    expected_t = sample_t(2, cfg.time_sampling, generator=noise_gen)
+    _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
+    velocity = functools.partial(before, context=batch["context"], actions=batch["actions"])
+    _, expected, _ = fm_loss(velocity, batch["video"], t=expected_t, noise=noise)
+    assert torch.equal(t, expected_t)
+    torch.testing.assert_close(per_sample, expected.detach(), rtol=1e-5, atol=1e-7)
+    assert (expected[0] - expected[1]).abs() > 1e-3  # two different clips: a swap of conditions would show
 
 
 def test_micro_batches_add_up_to_the_gradient_of_the_whole_batch():
@@ -300,6 +324,22 @@ def test_a_fresh_run_is_seeded_and_uses_the_configured_optimiser():
     assert not a.scaler.is_enabled()  # fp16 loss scaling is for CUDA's fp16 autocast only
     assert (a.step, a.elapsed, a.max_steps) == (0, 0.0, 10) and a.hardware
     assert torch.equal(a.noise_gen.get_state(), torch.Generator().manual_seed(a.cfg.seed + 1).get_state())
+
+
+def test_a_run_is_built_on_its_device_and_remembers_its_data():
+    run = Run.create(preset("smoke"), torch.device("meta"), Budget(steps=10), 5, data="/data/mario")  # a GPU stand-in
+    assert {p.device.type for p in [*run.model.parameters(), *run.ema.module.parameters()]} == {"meta"}
+    assert run.data == "/data/mario" and make_run().data is None
+
+
+def test_warmup_is_a_whole_number_of_steps_and_spent_reaches_one_at_the_last_step():
+    """An odd budget still warms up over a whole number of steps (11 steps: 5), and a budget one step longer
+    than its warmup spends it all in that step. A run with no budget at all (stepped by hand) never decays."""
+    assert make_run(Budget(steps=11), warmup_steps=100).warmup == 5
+    two = make_run(Budget(steps=2), warmup_steps=100)
+    assert two.warmup == 1 and two.spent(1) == 0.0 and two.spent(2) == 1.0
+    unbounded = make_run(Budget(), warmup_steps=2)
+    assert unbounded.max_steps is None and unbounded.spent(1000) == 0.0
 
 
 def test_a_one_step_budget_warms_up_in_one_step():
