@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mariofm.config import preset
 from mariofm.device import Dist
 from mariofm.flow import fm_loss, sample_t
-from mariofm.schedule import Budget, epoch_batches, make_scheduler
+from mariofm.schedule import Budget, epoch_batches, epoch_loader, make_scheduler
 from mariofm.state import Run
 from mariofm.train import OutOfMemory, out_of_memory, stop_requests, train_step
 
@@ -270,6 +270,23 @@ def test_epoch_batches_are_a_seeded_permutation_without_the_ragged_tail():
     assert batches == [perm[0:3], perm[3:6], perm[6:9]]
     assert epoch_batches(10, 3, seed=2, epoch=6) != batches and epoch_batches(9, 3, 2, 5) != []
     assert epoch_batches(2, 3, 0, 0) == [] and len(epoch_batches(9, 3, 0, 0)) == 3
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_epoch_loader_gives_this_rank_its_part_of_each_batch_from_the_skipped_one_on(rank):
+    """10 items, global batches of 4 over 2 ranks: rank r gets items 2r and 2r + 1 of each of the epoch's batches
+    after the first `skip`, collated (entries that are not tensors dropped), and making it draws nothing from the
+    global RNG (dropout's stream, which a resumed run restores)."""
+    items = [{"video": torch.full((3, 1, 2, 2), float(i)), "name": f"clip{i}"} for i in range(10)]
+    cfg = preset("smoke", batch_size=4, seed=3)
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    got = list(epoch_loader(items, cfg, epoch=2, skip=1, dist=Dist(rank=rank, world=2), workers=0, dev=CPU))
+    assert torch.equal(torch.get_rng_state(), rng)
+    order = epoch_batches(10, 4, seed=3, epoch=2)[1:]  # 2 whole batches, the first one skipped: 1 left
+    assert len(order) == 1 and [list(b) for b in got] == [["video"]]
+    assert got[0]["video"][:, 0, 0, 0, 0].tolist() == [float(i) for i in order[0][2 * rank:2 * rank + 2]]
+    assert got[0]["video"].shape == (2, 3, 1, 2, 2)
 
 
 # --- errors and signals ------------------------------------------------------------------------------------------
