@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import threading
+import warnings
 
 import pytest
 import torch
@@ -272,21 +273,39 @@ def test_epoch_batches_are_a_seeded_permutation_without_the_ragged_tail():
     assert epoch_batches(2, 3, 0, 0) == [] and len(epoch_batches(9, 3, 0, 0)) == 3
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_epoch_loader_gives_this_rank_its_part_of_each_batch_from_the_skipped_one_on(rank):
+class Items(torch.utils.data.Dataset):
+    """Item i: a clip filled with i, the id of the DataLoader worker process that loaded it (-1: this process),
+    and a file name (not a tensor: collate drops it)."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict:
+        worker = torch.utils.data.get_worker_info()
+        return {"video": torch.full((3, 1, 2, 2), float(i)), "worker": torch.tensor(worker.id if worker else -1),
+                "name": f"clip{i}"}
+
+
+@pytest.mark.parametrize("rank, workers", [(0, 0), (1, 1)])
+def test_epoch_loader_gives_this_rank_its_part_of_each_batch_from_the_skipped_one_on(rank, workers):
     """10 items, global batches of 4 over 2 ranks: rank r gets items 2r and 2r + 1 of each of the epoch's batches
-    after the first `skip`, collated (entries that are not tensors dropped), and making it draws nothing from the
-    global RNG (dropout's stream, which a resumed run restores)."""
-    items = [{"video": torch.full((3, 1, 2, 2), float(i)), "name": f"clip{i}"} for i in range(10)]
+    after the first `skip`, collated, loaded by `workers` worker processes (0: in this one). Making it draws
+    nothing from the global RNG (dropout's stream, which a resumed run restores), and on the CPU it asks for no
+    pinned memory (which only a GPU has: DataLoader would warn)."""
     cfg = preset("smoke", batch_size=4, seed=3)
     torch.manual_seed(0)
     rng = torch.get_rng_state()
-    got = list(epoch_loader(items, cfg, epoch=2, skip=1, dist=Dist(rank=rank, world=2), workers=0, dev=CPU))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = list(epoch_loader(Items(), cfg, epoch=2, skip=1, dist=Dist(rank=rank, world=2), workers=workers,
+                                dev=CPU))
     assert torch.equal(torch.get_rng_state(), rng)
     order = epoch_batches(10, 4, seed=3, epoch=2)[1:]  # 2 whole batches, the first one skipped: 1 left
-    assert len(order) == 1 and [list(b) for b in got] == [["video"]]
+    assert len(order) == 1 and [sorted(b) for b in got] == [["video", "worker"]]
     assert got[0]["video"][:, 0, 0, 0, 0].tolist() == [float(i) for i in order[0][2 * rank:2 * rank + 2]]
-    assert got[0]["video"].shape == (2, 3, 1, 2, 2)
+    assert got[0]["video"].shape == (2, 3, 1, 2, 2) and got[0]["worker"].tolist() == [workers - 1] * 2
+    on_gpu = next(epoch_loader(Items(), cfg, epoch=2, skip=0, dist=Dist(), workers=0, dev=torch.device("meta")))
+    assert on_gpu["video"].device.type == "meta"  # meta: a stand-in for a GPU
 
 
 # --- errors and signals ------------------------------------------------------------------------------------------
