@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -55,6 +56,11 @@ def _what_is_wrong(path: Path, err: Exception) -> str:
                f"write or copy)"
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):  # neither a zip nor a (legacy) pickle
         return f"it is not a PyTorch file (it begins with {head!r})"
+    # a legacy pickle that runs out of bytes: the unpickler's reads come back short at the end of the file
+    if head.startswith(b"\x80") and (isinstance(err, (EOFError, IndexError, struct.error))
+                                      or "unexpected EOF" in str(err)):
+        return f"it ends before the data it announces ({size} bytes of an old-format PyTorch file: cut short, as " \
+               f"after an interrupted write or copy, or damaged)"
     return f"torch cannot read it ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
 
 
@@ -87,7 +93,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise pickle.UnpicklingError(
             f"refusing to load {path}: it holds objects other than tensors and plain data, and loading it "
             f"could run arbitrary code. Only load checkpoints written by mariofm. ({err})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    # a cut legacy (pickle) file fails as EOFError, IndexError or struct.error depending on where it ends
+    except (RuntimeError, EOFError, IndexError, struct.error, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise DamagedFileError(path, _what_is_wrong(path, err)) from None
 
 
@@ -145,8 +152,9 @@ def load_model(checkpoint: str | Path | None = None, *, ema: bool = True,
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
+        # torch lists each misfit on a line of its own under a heading: name the last one
         raise DamagedFileError(path, f"its weights do not fit the model its config describes "
-                                     f"({str(err).splitlines()[1:2] or err})") from None
+                                     f"({str(err).splitlines()[-1].strip()})") from None
     return model.eval(), cfg
 
 

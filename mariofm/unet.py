@@ -91,6 +91,20 @@ class FrameConv(nn.Conv3d):
         return y.view(b, t, *y.shape[1:]).transpose(1, 2)
 
 
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over each frame on its own: (B, C, T, H, W) normalised as B·T images of (C, H, W).
+
+    A plain GroupNorm pools its mean and variance over all T frames, so with T > 1 every frame's output would
+    depend on the others. The "2d" net promises that frames never mix, so it normalises them one at a time; the
+    parameters are GroupNorm's own (same state dict), and with T = 1 (the world model) it is plain GroupNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = F.group_norm(x.transpose(1, 2).reshape(b * t, c, h, w), self.num_groups, self.weight, self.bias,
+                         self.eps)
+        return y.view(b, t, c, h, w).transpose(1, 2)
+
+
 def make_conv(in_ch: int, out_ch: int, kind: str) -> nn.Module:
     """A 3x3x3 conv ("3d", 27·in·out weights) or its factorised stand-in ("2+1d", 9·in·out + 3·out·out):
     1x3x3 over space, then 3x1x1 over time; "2d" is the 1x3x3 alone (frames never mix: the world model's
@@ -260,10 +274,12 @@ class VideoUNet(nn.Module):
         self.head = nn.Sequential(group_norm(chs[0]), nn.SiLU(), head)
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
-        if kind == "2d":  # every conv is 1 x k x k: compute them as 2D convs (same parameters, same state dict)
-            for m in self.modules():
+        if kind == "2d":  # frames never mix: every conv is 1 x k x k, computed as a 2D conv, and every GroupNorm
+            for m in self.modules():  # normalises each frame alone (same parameters, same state dict)
                 if type(m) is nn.Conv3d and m.kernel_size[0] == 1:
                     m.__class__ = FrameConv
+                elif type(m) is nn.GroupNorm:
+                    m.__class__ = FrameGroupNorm
         self.factor = self.patch * 2 ** (len(chs) - 1)
 
     def _block(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -312,5 +328,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["VideoUNet", "Conv3DBlock", "TemporalConv", "Residual3DBlock", "Down3D", "Up3D", "TemporalAttention",
-           "sinusoidal_embedding", "count_parameters"]
+__all__ = ["VideoUNet", "Conv3DBlock", "TemporalConv", "FrameConv", "FrameGroupNorm", "Residual3DBlock", "Down3D",
+           "Up3D", "TemporalAttention", "sinusoidal_embedding", "count_parameters"]

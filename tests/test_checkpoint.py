@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 
 import pytest
 import torch
@@ -73,6 +74,32 @@ def test_a_saved_run_resumes_exactly(tmp_path):
     assert same(a.opt.state_dict()["state"][0], b.opt.state_dict()["state"][0])
     assert torch.equal(a.noise_gen.get_state(), b.noise_gen.get_state())
     assert not (tmp_path / (CHECKPOINT + ".tmp")).exists()
+
+
+def test_the_loss_scaler_and_every_budget_field_resume(tmp_path):
+    """An fp16 run's GradScaler (its scale and how many good steps since it last grew) comes back as it was saved,
+    and so does each of the three budget fields. A disabled scaler (CPU, bf16) saves nothing, and a run resumed
+    with fp16 after it keeps a fresh scaler instead of failing."""
+    budget = Budget(epochs=3, steps=10, minutes=2.5)
+    a = Run.create(preset("smoke"), CPU, budget, steps_per_epoch=5)
+    a.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    for k in range(2):
+        train_step(a.model, a, clips(k), Dist(), CPU)
+    a.save(tmp_path)
+    saved = load_checkpoint(tmp_path / CHECKPOINT)
+    assert saved["budget"] == [3, 10, 2.5] and saved["scaler"]["_growth_tracker"] == 2
+    b = Run.create(preset("smoke"), CPU, budget, steps_per_epoch=5)
+    b.scaler = torch.amp.GradScaler("cpu")
+    b.load_state_dict(saved)
+    assert b.scaler.state_dict() == a.scaler.state_dict() == {**b.scaler.state_dict(), "scale": 2.0**10}
+    cpu_run = trained_run(1)
+    cpu_run.save(tmp_path)
+    saved = load_checkpoint(tmp_path / CHECKPOINT)
+    assert saved["scaler"] == {}
+    c = Run.create(preset("smoke"), CPU, Budget(steps=10), steps_per_epoch=5)
+    c.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    c.load_state_dict(saved)
+    assert c.scaler.get_scale() == 2.0**10 and c.step == 1
 
 
 def test_the_model_file_holds_config_weights_and_ema(tmp_path):
@@ -184,11 +211,13 @@ def test_clips_per_second_count_the_clips_since_the_last_row(tmp_path, monkeypat
     clock = iter([100.0, 103.0, 103.0, 104.0, 104.0])  # the log starts at 100 s; rows at 103 s and 104 s
     monkeypatch.setattr("mariofm.runlog.time.perf_counter", lambda: next(clock))
     log = MetricsLog(tmp_path / "m.jsonl", every=2)
-    rows = [log.add(step, 1, 1e-3, torch.tensor([0.5, 0.6]), torch.tensor([1.0, 1.0]), elapsed=step)
+    rows = [log.add(step, 7, 1e-3, torch.tensor([0.5, 0.6]), torch.tensor([1.0, 3.0]), elapsed=step + 0.1234)
             for step in (1, 2, 3, 4)]
     log.close()
     assert rows[0] is None and rows[1]["clips_per_s"] == 4 / 3 and rows[3]["clips_per_s"] == 4 / 1
-    assert [r["clips_per_s"] for r in read_metrics(tmp_path / "m.jsonl")] == [4 / 3, 4.0]
+    assert read_metrics(tmp_path / "m.jsonl") == rows[1::2]  # the rows returned are the rows written
+    loss_by_t = [None] * 5 + [1.0, 3.0] + [None] * 3  # t = 0.5 in the bin [0.5, 0.6), t = 0.6 in the next
+    assert rows[3] == dict(step=4, epoch=7, loss=2.0, lr=1e-3, clips_per_s=4.0, elapsed_s=4.12, loss_by_t=loss_by_t)
 
 
 def test_read_metrics_of_a_run_folder_reads_its_metrics_file(tmp_path):
@@ -229,14 +258,44 @@ def test_damaged_checkpoints_say_what_is_wrong(saved_run, tmp_path):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DamagedFileError, match=damaged(tmp_path / name, problem)):
             load_checkpoint(tmp_path / name)
-    # a (legacy) pickle that is broken: torch's own words, first line
-    (tmp_path / "broken.pt").write_bytes(b"\x80\x02garbage that is not a pickle")
-    with pytest.raises(DamagedFileError, match=re.escape("torch cannot read it (UnpicklingError: Weights only load "
-                                                         "failed.")):
-        load_checkpoint(tmp_path / "broken.pt")
+    # a (legacy) pickle that is broken: torch's own words, the first line's first 200 characters
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x80\x02garbage that is not a pickle")
+    with pytest.raises(pickle.UnpicklingError) as raised:
+        torch.load(broken, weights_only=True)
+    first = str(raised.value).splitlines()[0]
+    assert first.startswith("Weights only load failed.") and len(first) > 200
+    with pytest.raises(DamagedFileError, match=damaged(broken, f"torch cannot read it (UnpicklingError: "
+                                                               f"{first[:200]})")):
+        load_checkpoint(broken)
+    # a whole zip archive, but not one torch wrote: torch's words, not "not a PyTorch file"
+    with zipfile.ZipFile(tmp_path / "other.pt", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(DamagedFileError, match=re.escape(f"{tmp_path / 'other.pt'} is damaged or not a mariofm "
+                                                         "checkpoint: torch cannot read it (RuntimeError: ")):
+        load_checkpoint(tmp_path / "other.pt")
 
 
-def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path):
+def test_a_cut_old_format_checkpoint_is_named_as_damaged(saved_run, tmp_path):
+    """torch.save's legacy (pickle) format cut short fails inside torch as EOFError, IndexError (1 byte left) or
+    struct.error (18 bytes): each is the same DamagedFileError, naming the file and what to do."""
+    path = tmp_path / MODEL
+    torch.save(load_checkpoint(saved_run / MODEL), path, _use_new_zipfile_serialization=False)
+    full = path.read_bytes()
+    assert load_checkpoint(path)["step"] == 1  # the whole file loads
+    for size in [*range(1, 80), len(full) // 2, len(full) - 1]:  # its header byte by byte, then the tensors
+        path.write_bytes(full[:size])
+        with pytest.raises(DamagedFileError, match=damaged(path, f"it ends before the data it announces ({size} "
+                                                                 "bytes of an old-format PyTorch file: cut short, "
+                                                                 "as after an interrupted write or copy, or "
+                                                                 "damaged)")):
+            load_checkpoint(path)
+
+
+def test_a_checkpoint_that_carries_code_is_refused_and_never_run(tmp_path, monkeypatch):
+    """Refused even where TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (set to read old files) turns torch.load's default
+    to unpickling anything: mariofm asks for weights_only=True itself, which the variable does not override."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -254,6 +313,8 @@ def test_checkpoints_load_onto_the_requested_device(saved_run):
     state = load_checkpoint(saved_run / CHECKPOINT, map_location="meta")  # meta: a stand-in for a GPU
     assert all(v.device.type == "meta" for v in state["model"].values())
     assert all(v.device.type == "cpu" for v in load_checkpoint(saved_run / CHECKPOINT)["model"].values())
+    model, _ = load_model(saved_run / MODEL, device="meta")  # the model is built there too, and its weights fit
+    assert {p.device.type for p in model.parameters()} == {"meta"}
 
 
 def test_files_of_another_program_or_shape_are_named(saved_run, tmp_path):
@@ -266,9 +327,10 @@ def test_files_of_another_program_or_shape_are_named(saved_run, tmp_path):
     state = load_checkpoint(saved_run / MODEL)
     state["config"]["base_ch"] = 16  # weights of base_ch 8 under a config that says 16
     torch.save(state, tmp_path / MODEL)
-    with pytest.raises(DamagedFileError, match=re.escape(f"{tmp_path / MODEL} is damaged or not a mariofm "
-                                                         "checkpoint: its weights do not fit the model its config "
-                                                         "describes")):
+    with pytest.raises(DamagedFileError, match=damaged(tmp_path / MODEL, "its weights do not fit the model its "
+                       "config describes (size mismatch for head.2.weight: copying a param with shape "
+                       "torch.Size([3, 8, 1, 1, 1]) from checkpoint, the shape in current model is "
+                       "torch.Size([3, 16, 1, 1, 1]).)")):
         load_model(tmp_path / MODEL)
 
 

@@ -7,18 +7,22 @@ random tensors: what is checked is the arithmetic of the step, not what it learn
 real footage).
 """
 
+import copy
+import functools
 import math
 import os
 import signal
 import threading
+import warnings
 
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from mariofm.config import preset
 from mariofm.device import Dist
-from mariofm.flow import sample_t
-from mariofm.schedule import Budget, epoch_batches, make_scheduler
+from mariofm.flow import fm_loss, sample_t
+from mariofm.schedule import Budget, epoch_batches, epoch_loader, make_scheduler
 from mariofm.state import Run
 from mariofm.train import OutOfMemory, out_of_memory, stop_requests, train_step
 
@@ -72,6 +76,117 @@ def test_the_step_draws_noise_then_t_from_the_run_generator_and_returns_its_loss
     assert loss == pytest.approx(per_sample.mean().item(), rel=1e-6)
     # the untrained model outputs 0: its loss is the mean square of the target velocity ε − x0, about 1 + 1/3
     assert 1.0 < loss < 1.7
+
+
+def perturbed(run: Run) -> Run:
+    """The run with its zero-init output conv perturbed: the model's velocity is not 0, so its loss depends on it."""
+    with torch.no_grad():
+        run.model.head[-1].weight.normal_(std=0.1, generator=torch.Generator().manual_seed(5))
+    return run
+
+
+def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_rank_keeps_its_slice_of_the_global_noise_and_t(rank):
+    """A global batch of 4 clips, 2 on this rank: every rank draws all 4 clips' noise and t and keeps rows 2r and
+    2r + 1, and its per-sample losses are the flow-matching losses of its 2 clips at those draws, in float32 as
+    fm_loss computes them outside the step. (world=1 here: the mean over ranks needs a process group, and the
+    two-process run of test_train.py checks it.)"""
+    run = perturbed(make_run(batch_size=4))
+    before = copy.deepcopy(run.model)
+    g = torch.Generator().manual_seed(run.cfg.seed + 1)
+    noise = torch.randn((4, 3, 4, 32, 32), generator=g)[2 * rank:2 * rank + 2]
+    expected_t = sample_t(4, run.cfg.time_sampling, generator=g)[2 * rank:2 * rank + 2]
+    loss, per_sample, t = train_step(run.model, run, clips(), Dist(rank=rank, world=1), CPU)
+    _, expected, _ = fm_loss(before, clips()["video"], t=expected_t, noise=noise)
+    assert torch.equal(t, expected_t)
+    assert per_sample.dtype == torch.float32 and torch.equal(per_sample, expected.detach())
+    assert loss == pytest.approx(expected.mean().item(), rel=1e-6)
+
+
+def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
+    """A model that declares conditions (the world model: context frames and buttons) gets the batch's entries
+    of those names, sliced like the clips: each micro-batch's clip with its own context and buttons. Its
+    per-sample losses are fm_loss's of the model called with them. (context_noise 0: no extra random draws.)"""
+    cfg = preset("world-smoke", batch_size=2, grad_accum=2, context_noise=0.0, play_noise=0.0)
+    run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))
+    before = copy.deepcopy(run.model)
+    g = torch.Generator().manual_seed(7)
+    batch = {"video": torch.rand(2, 3, 1, 32, 32, generator=g) * 2 - 1,
+             "context": torch.rand(2, 3, cfg.context_frames, 32, 32, generator=g) * 2 - 1,
+             "actions": (torch.rand(2, cfg.context_frames + 1, 8, generator=g) > 0.5).float(),
+             "start": torch.tensor([3, 9])}  # an entry the model does not take
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise = torch.randn((2, 3, 1, 32, 32), generator=noise_gen)
+    expected_t = sample_t(2, cfg.time_sampling, generator=noise_gen)
+    _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
+    velocity = functools.partial(before, context=batch["context"], actions=batch["actions"])
+    _, expected, _ = fm_loss(velocity, batch["video"], t=expected_t, noise=noise)
+    assert torch.equal(t, expected_t)
+    torch.testing.assert_close(per_sample, expected.detach(), rtol=1e-5, atol=1e-7)
+    assert (expected[0] - expected[1]).abs() > 1e-3  # two different clips: a swap of conditions would show
+
+
+def test_micro_batches_add_up_to_the_gradient_of_the_whole_batch():
+    """grad_accum = 2 or 4 splits the 4 clips into micro-batches whose losses are weighted 1/grad_accum: the
+    summed gradient, the per-sample losses and the weights after the step are those of one batch of 4. In float64
+    (only the order of the sums differs), with clipping out of the way so the gradient is the raw one."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        batch = {"video": clips(4)["video"].double()}
+        runs = [perturbed(make_run(batch_size=4, grad_accum=accum, grad_clip=1e9)) for accum in (1, 2, 4)]
+        out = [train_step(run.model, run, batch, Dist(), CPU) for run in runs]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    whole, steps = grads(runs[0].model), [params(run.model) for run in runs]
+    for run, (loss, per_sample, t) in zip(runs[1:], out[1:]):
+        assert max_diff(grads(run.model), whole) < 1e-12 and max_diff(params(run.model), steps[0]) < 1e-12
+        assert per_sample.dtype == torch.float32  # for the log, whatever the model computes in
+        assert torch.allclose(per_sample, out[0][1], rtol=1e-6) and loss == pytest.approx(out[0][0], rel=1e-6)
+        assert torch.equal(t, out[0][2])
+    assert max(g.abs().max().item() for g in whole.values()) > 1e-3  # a real gradient, not zeros
+
+
+def test_under_ddp_the_micro_batches_all_reduce_their_gradients_once():
+    """A real DistributedDataParallel model (gloo, one process): its gradients are all-reduced once per step,
+    after the last micro-batch (`no_sync` on the others), however many micro-batches there are. A communication
+    hook counts the all-reduces of each step: DDP calls it once per gradient bucket it sends."""
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        for accum in (1, 2, 4):
+            run = make_run(batch_size=4, grad_accum=accum)
+            net, sent = DistributedDataParallel(run.model), []
+
+            def count(state, bucket, sent=sent):
+                sent.append(bucket.index())
+                done = torch.futures.Future()
+                done.set_result(bucket.buffer())  # one process: the sum over ranks is its own gradient
+                return done
+
+            net.register_comm_hook(None, count)
+            train_step(net, run, clips(4), Dist(), CPU)
+            assert sent == [0], (accum, sent)  # the smoke model's gradients fit one bucket
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_fp16_loss_scaling_clips_and_steps_on_the_true_gradient():
+    """With a GradScaler on (fp16 autocast on older GPUs; here on the CPU, whose scaler works the same), the loss
+    is multiplied by 2^16 before backward, and the step must unscale before clipping: the weights end where an
+    unscaled run's do. The clip at 1e-6 bites, and Adam's eps (1e-8) makes the size of the clipped gradient show:
+    clipping the scaled gradient would leave 2^16 times less. Two steps: the scaler is updated after each."""
+    plain, scaled = make_run(lr=1e-2, warmup_steps=1, grad_clip=1e-6), make_run(lr=1e-2, warmup_steps=1,
+                                                                                grad_clip=1e-6)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    for k in range(2):
+        for run in (plain, scaled):
+            train_step(run.model, run, clips(seed=k), Dist(), CPU)
+    assert max_diff(params(scaled.model), params(plain.model)) < 1e-6
+    assert max_diff(params(scaled.model), params(make_run().model)) > 5e-3  # the steps moved the weights
+    assert scaled.scaler.state_dict()["_growth_tracker"] == 2  # update() after each of the 2 good steps
 
 
 def test_a_non_finite_loss_changes_nothing():
@@ -158,6 +273,41 @@ def test_epoch_batches_are_a_seeded_permutation_without_the_ragged_tail():
     assert epoch_batches(2, 3, 0, 0) == [] and len(epoch_batches(9, 3, 0, 0)) == 3
 
 
+class Items(torch.utils.data.Dataset):
+    """Item i: a clip filled with i, the id of the DataLoader worker process that loaded it (-1: this process),
+    and a file name (not a tensor: collate drops it)."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict:
+        worker = torch.utils.data.get_worker_info()
+        return {"video": torch.full((3, 1, 2, 2), float(i)), "worker": torch.tensor(worker.id if worker else -1),
+                "name": f"clip{i}"}
+
+
+@pytest.mark.parametrize("rank, workers", [(0, 0), (1, 1)])
+def test_epoch_loader_gives_this_rank_its_part_of_each_batch_from_the_skipped_one_on(rank, workers):
+    """10 items, global batches of 4 over 2 ranks: rank r gets items 2r and 2r + 1 of each of the epoch's batches
+    after the first `skip`, collated, loaded by `workers` worker processes (0: in this one). Making it draws
+    nothing from the global RNG (dropout's stream, which a resumed run restores), and on the CPU it asks for no
+    pinned memory (which only a GPU has: DataLoader would warn)."""
+    cfg = preset("smoke", batch_size=4, seed=3)
+    torch.manual_seed(0)
+    rng = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = list(epoch_loader(Items(), cfg, epoch=2, skip=1, dist=Dist(rank=rank, world=2), workers=workers,
+                                dev=CPU))
+    assert torch.equal(torch.get_rng_state(), rng)
+    order = epoch_batches(10, 4, seed=3, epoch=2)[1:]  # 2 whole batches, the first one skipped: 1 left
+    assert len(order) == 1 and [sorted(b) for b in got] == [["video", "worker"]]
+    assert got[0]["video"][:, 0, 0, 0, 0].tolist() == [float(i) for i in order[0][2 * rank:2 * rank + 2]]
+    assert got[0]["video"].shape == (2, 3, 1, 2, 2) and got[0]["worker"].tolist() == [workers - 1] * 2
+    on_gpu = next(epoch_loader(Items(), cfg, epoch=2, skip=0, dist=Dist(), workers=0, dev=torch.device("meta")))
+    assert on_gpu["video"].device.type == "meta"  # meta: a stand-in for a GPU
+
+
 # --- errors and signals ------------------------------------------------------------------------------------------
 def test_out_of_memory_suggests_the_next_grad_accum_that_divides_the_batch():
     err = out_of_memory(preset("smoke", batch_size=6), Dist(), CPU)
@@ -210,6 +360,22 @@ def test_a_fresh_run_is_seeded_and_uses_the_configured_optimiser():
     assert not a.scaler.is_enabled()  # fp16 loss scaling is for CUDA's fp16 autocast only
     assert (a.step, a.elapsed, a.max_steps) == (0, 0.0, 10) and a.hardware
     assert torch.equal(a.noise_gen.get_state(), torch.Generator().manual_seed(a.cfg.seed + 1).get_state())
+
+
+def test_a_run_is_built_on_its_device_and_remembers_its_data():
+    run = Run.create(preset("smoke"), torch.device("meta"), Budget(steps=10), 5, data="/data/mario")  # a GPU stand-in
+    assert {p.device.type for p in [*run.model.parameters(), *run.ema.module.parameters()]} == {"meta"}
+    assert run.data == "/data/mario" and make_run().data is None
+
+
+def test_warmup_is_a_whole_number_of_steps_and_spent_reaches_one_at_the_last_step():
+    """An odd budget still warms up over a whole number of steps (11 steps: 5), and a budget one step longer
+    than its warmup spends it all in that step. A run with no budget at all (stepped by hand) never decays."""
+    assert make_run(Budget(steps=11), warmup_steps=100).warmup == 5
+    two = make_run(Budget(steps=2), warmup_steps=100)
+    assert two.warmup == 1 and two.spent(1) == 0.0 and two.spent(2) == 1.0
+    unbounded = make_run(Budget(), warmup_steps=2)
+    assert unbounded.max_steps is None and unbounded.spent(1000) == 0.0
 
 
 def test_a_one_step_budget_warms_up_in_one_step():

@@ -15,6 +15,7 @@ from mariofm.unet import (
     Conv3DBlock,
     Down3D,
     FrameConv,
+    FrameGroupNorm,
     Residual3DBlock,
     TemporalAttention,
     TemporalConv,
@@ -295,6 +296,34 @@ def test_2d_convs_compute_exactly_what_their_conv3d_does():
         for m in frame_convs:
             m.__class__ = nn.Conv3d  # the same weights through torch's own 3D convolution
         torch.testing.assert_close(model(x, 0.5), out, rtol=1e-5, atol=1e-6)
+
+
+def test_a_2d_net_treats_each_frame_on_its_own():
+    """conv="2d" promises that frames never mix: changing frame 2 of x_t leaves every other frame's velocity as it
+    was (GroupNorm normalises each frame by its own statistics, as the convs see one frame at a time)."""
+    model = _perturbed(preset("smoke", conv="2d")).eval()
+    x = _randn(2, 3, 4, 32, 32)
+    changed = x.clone()
+    changed[:, :, 2] = 3 * _randn(2, 3, 32, 32, seed=1)
+    with torch.no_grad():
+        out, out_changed = model(x, 0.5), model(changed, 0.5)
+    for frame in (0, 1, 3):
+        torch.testing.assert_close(out_changed[:, :, frame], out[:, :, frame], rtol=1e-6, atol=1e-7)
+    assert (out_changed[:, :, 2] - out[:, :, 2]).abs().max() > 0.1  # frame 2 itself did change
+
+
+def test_frame_group_norm_is_group_norm_on_each_frame():
+    """FrameGroupNorm(T frames) = nn.GroupNorm applied to each frame as an image, with the same groups, eps and
+    affine weights (a large eps here, so that dropping it would show)."""
+    norm = FrameGroupNorm(2, 4, eps=0.5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        norm.bias.copy_(torch.tensor([0.5, 0.0, -0.5, 1.0]))
+    plain = nn.GroupNorm(2, 4, eps=0.5)
+    plain.load_state_dict(norm.state_dict())  # the same parameters under the same names
+    x = _randn(2, 4, 3, 5, 6)
+    expected = torch.stack([plain(x[:, :, f]) for f in range(3)], dim=2)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_an_unconditional_model_refuses_conditions():
