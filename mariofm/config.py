@@ -125,6 +125,10 @@ def validate(cfg: Config) -> None:
     if cfg.batch_size % cfg.grad_accum:
         raise ValueError(f"config field grad_accum={cfg.grad_accum} must divide batch_size={cfg.batch_size} "
                          f"(each micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")
+    if cfg.conv == "2d" and cfg.temporal_attention:
+        raise ValueError("config fields conv='2d' and temporal_attention=True contradict each other: a 2d net keeps "
+                         "frames apart, the attention mixes them; use conv='2+1d' for frames that interact, or "
+                         "temporal_attention=False")
     if not 0 < cfg.ema_decay < 1:
         raise ValueError(f"config field ema_decay={cfg.ema_decay!r} must lie in (0, 1), e.g. 0.999")
     if not isinstance(cfg.context_frames, int) or cfg.context_frames < 0:

@@ -132,6 +132,14 @@ def test_ema_decay_must_be_below_one(decay):
     assert Config(ema_decay=0.9999).ema_decay == 0.9999
 
 
+def test_a_2d_net_refuses_attention_across_frames():
+    with pytest.raises(ValueError, match=message("config fields conv='2d' and temporal_attention=True contradict each "
+                                                 "other: a 2d net keeps frames apart, the attention mixes them; use "
+                                                 "conv='2+1d' for frames that interact, or temporal_attention=False")):
+        Config(conv="2d", temporal_attention=True)
+    assert Config(conv="2+1d", temporal_attention=True).temporal_attention
+
+
 def test_grad_accum_must_divide_the_batch():
     with pytest.raises(ValueError, match=message("config field grad_accum=3 must divide batch_size=4 (each "
                                                  "micro-batch holds batch_size/grad_accum clips), e.g. grad_accum=1")):
