@@ -34,8 +34,8 @@ EQUIVALENT_FILE = Path(__file__).with_name("mutation_equivalent.txt")
 # are out of scope: their tests train real runs, minutes per mutant (test_train, test_commands cover them).
 GROUPS = {
     "model": dict(
-        scope={"mariofm/config.py": ["*"], "mariofm/flow.py": ["*"], "mariofm/unet.py": ["*"],
-               "mariofm/sample.py": ["*"]},
+        scope={"mariofm/config.py": ["*"], "mariofm/flow.py": ["*"], "mariofm/convs.py": ["*"],
+               "mariofm/unet.py": ["*"], "mariofm/sample.py": ["*"]},
         tests=["tests/test_config.py", "tests/test_flow.py", "tests/test_flow_exact.py", "tests/test_sample.py",
                "tests/test_sample_exact.py", "tests/test_unet.py", "tests/test_unet_exact.py"]),
     "training": dict(

@@ -74,6 +74,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mariofm.config import PRESETS, preset
+from mariofm.convs import make_conv
 from mariofm.unet import (
     Down3D,
     Residual3DBlock,
@@ -81,7 +82,6 @@ from mariofm.unet import (
     Up3D,
     VideoUNet,
     count_parameters,
-    make_conv,
     sinusoidal_embedding,
 )
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from mariofm.config import preset
-from mariofm.unet import TemporalAttention, TemporalConv, VideoUNet, count_parameters, sinusoidal_embedding
+from mariofm.convs import TemporalConv
+from mariofm.unet import TemporalAttention, VideoUNet, count_parameters, sinusoidal_embedding
 
 
 def tiny(**overrides) -> VideoUNet:

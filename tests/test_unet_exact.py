@@ -11,18 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mariofm.config import Config, preset
+from mariofm.convs import FrameConv, FrameGroupNorm, TemporalConv, group_norm, make_conv
 from mariofm.unet import (
     Conv3DBlock,
     Down3D,
-    FrameConv,
-    FrameGroupNorm,
     Residual3DBlock,
     TemporalAttention,
-    TemporalConv,
     VideoUNet,
     count_parameters,
-    group_norm,
-    make_conv,
     patchify,
     sinusoidal_embedding,
     unpatchify,
