@@ -78,12 +78,14 @@ class WorldConditioning(nn.Module):
     """
 
     def __init__(self, context_frames: int, channels: int, time_dim: int, context_noise: float,
-                 play_noise: float) -> None:
+                 play_noise: float, action_dropout: float = 0.0) -> None:
         super().__init__()
         self.context_frames, self.channels = context_frames, channels
-        self.context_noise, self.play_noise = context_noise, play_noise
+        self.context_noise, self.play_noise, self.action_dropout = context_noise, play_noise, action_dropout
         self.action_embed = nn.Sequential(nn.Linear((context_frames + 1) * NUM_BUTTONS, time_dim), nn.SiLU(),
                                           nn.Linear(time_dim, time_dim))
+        # "unknown buttons": only a model trained with action_dropout has it (older checkpoints load unchanged)
+        self.unknown_actions = nn.Parameter(torch.zeros(time_dim)) if action_dropout > 0 else None
         # σ / context_noise in [0, 1]: a scalar, so a small MLP rather than a sinusoidal table
         self.noise_embed = nn.Sequential(nn.Linear(1, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
 
@@ -103,8 +105,10 @@ class WorldConditioning(nn.Module):
             raise ValueError(f"actions must be (B, K + 1, 8) = {(b, k + 1, NUM_BUTTONS)}: the button bits of the "
                              f"K context frames and of the next frame (action_bits); got {tuple(actions.shape)}")
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None,
-                actions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, actions: torch.Tensor | None,
+                unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`unknown` (B,) bool: samples whose buttons the model is told it does not know (the unconditional half
+        of guidance, `guided_velocity`); in training mode action_dropout draws it."""
         self.check(x, context, actions)
         b = x.shape[0]
         if self.training and self.context_noise > 0:  # the global RNG: checkpointed by the trainer
@@ -113,7 +117,17 @@ class WorldConditioning(nn.Module):
         else:  # the caller added play_noise (noise_context); tell the model how much
             sigma = torch.full((b,), self.play_noise, device=x.device)
         level = (sigma / max(self.context_noise, 1e-8))[:, None].to(x.dtype)
-        emb = self.action_embed(actions.flatten(1).to(x.dtype)) + self.noise_embed(level)
+        buttons = self.action_embed(actions.flatten(1).to(x.dtype))
+        if self.training and self.action_dropout > 0:  # drawn after σ, from the same checkpointed global RNG
+            unknown = torch.rand(b, device=x.device) < self.action_dropout
+        if unknown is not None:
+            if self.unknown_actions is None:
+                raise ValueError("this world model was trained without action_dropout, so it has no 'unknown "
+                                 "buttons' embedding and cannot be guided: use action_guidance=1, or train one "
+                                 "with e.g. --set action_dropout=0.15")
+            keep = ~unknown.to(device=x.device, dtype=torch.bool).view(b, 1)
+            buttons = torch.where(keep, buttons, self.unknown_actions.to(buttons.dtype))
+        emb = buttons + self.noise_embed(level)
         context = context.to(x.dtype)
         stacked = torch.cat([x, context.flatten(1, 2)[:, :, None]], dim=1)
         return stacked, emb, context[:, :, -1:]
