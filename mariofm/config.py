@@ -43,6 +43,8 @@ class Config:
     context_noise: float = 0.1  # training: context frames get N(0, σ²) noise, σ ~ U(0, context_noise)
     play_noise: float = 0.02  # playing: the σ the rollout adds to its context frames (<= context_noise)
     frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
+    action_dropout: float = 0.0  # training: share of samples whose buttons become "unknown" (> 0: guidance works)
+    action_guidance: float = 1.0  # playing: w of v_unknown + w·(v_buttons − v_unknown); 1 = the buttons as given
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
@@ -138,6 +140,16 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config fields play_noise={cfg.play_noise!r} and context_noise={cfg.context_noise!r} "
                          "must satisfy 0 <= play_noise <= context_noise: the model only knows the noise levels "
                          "it saw in training (e.g. context_noise=0.1, play_noise=0.02)")
+    if not 0 <= cfg.action_dropout < 1:
+        raise ValueError(f"config field action_dropout={cfg.action_dropout!r} must lie in [0, 1): the share of "
+                         "training samples whose buttons are replaced by 'unknown' (e.g. 0.15; 0 = off)")
+    if not 0 <= cfg.action_guidance < math.inf:
+        raise ValueError(f"config field action_guidance={cfg.action_guidance!r} must be a finite number >= 0 "
+                         "(1 = no guidance, e.g. 2 doubles the buttons' effect)")
+    if cfg.action_guidance != 1 and not (cfg.context_frames and cfg.action_dropout > 0):
+        raise ValueError(f"config field action_guidance={cfg.action_guidance!r} needs a world model trained with "
+                         "action_dropout > 0 (it has the 'unknown buttons' embedding guidance compares with); "
+                         "set action_guidance=1, or train with e.g. action_dropout=0.15")
     if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
         raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
                          "context_frames > 0 and prediction='x0' (or frame_residual=False)")

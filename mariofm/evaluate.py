@@ -124,6 +124,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--long", type=int, default=8, help="--world: 300-frame rollouts for the stability test")
     p.add_argument("--branches", default=None, metavar="NPZ",
                    help="--world: keep the real game's button branches in this file and reuse them")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="--world: button guidance w (default: the model's action_guidance; mariofm.conditioning)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
@@ -136,8 +138,8 @@ def _cli(args) -> int:
         from mariofm.world_eval import evaluate_world, print_world_table, write_report
 
         report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
-                                seed=args.seed, steps=args.steps, solver=args.solver, device=args.device,
-                                cache=args.branches)
+                                seed=args.seed, steps=args.steps, solver=args.solver, guidance=args.guidance,
+                                device=args.device, cache=args.branches)
         print_world_table(report)
         if args.out:
             write_report(report, args.out)

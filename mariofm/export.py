@@ -56,7 +56,8 @@ def read_report(metrics: str | Path) -> dict:
     return report
 
 
-PLAY_FIELDS = ("sample_steps", "solver", "play_noise")  # how the model is used, not how it was trained
+# how the model is used, not how it was trained
+PLAY_FIELDS = ("sample_steps", "solver", "play_noise", "action_guidance")
 
 
 def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,

@@ -73,19 +73,21 @@ class Player:
     """A World plus the buttons held now, the frame shown now, and timings: the play loop without any widgets.
 
     `context` uint8 (K, H, W, 3) and `context_actions` (K bytes or (K, 8) bits) are the real start that reset()
-    returns to. `steps`/`solver` default to the model's config (as played: the world presets' few Euler steps).
+    returns to. `steps`/`solver`/`guidance` default to the model's config (as played: the world presets' few
+    Euler steps, and its button guidance, mariofm.conditioning).
     """
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
-                 solver: str | None = None, seed: int = 0, zoom: int = 4, fmt: str = "png",
-                 keep: int = 900) -> None:
+                 solver: str | None = None, seed: int = 0, guidance: float | None = None, zoom: int = 4,
+                 fmt: str = "png", keep: int = 900) -> None:
         check_world_model(model)
         if not isinstance(zoom, int) or zoom < 1:
             raise ValueError(f"zoom={zoom!r} must be a positive integer (4 shows 60x64 frames at 240x256)")
         encode(np.zeros((1, 1, 3), np.uint8), fmt)  # a bad fmt fails here, not on the first frame
         self.zoom, self.fmt = zoom, fmt
         self.start = (np.array(context), as_bits(context_actions).clone())
-        self.world = World(model, self.start[0], self.start[1], steps=steps, solver=solver, seed=seed)
+        self.world = World(model, self.start[0], self.start[1], steps=steps, solver=solver, seed=seed,
+                           guidance=guidance)
         self.held: set[str] = set()
         self.history: deque[np.ndarray] = deque(maxlen=keep)  # the last `keep` frames shown, start frame first
         self.reset()

@@ -19,6 +19,8 @@ button bits (..., 8) as in training, mariofm.conditioning.action_bits):
     buttons = policy_actions("right+b", 300, seed=0)   # "none", "random", any "left+a"-style combination -> (300,)
 
     world = World(model, context, actions[:cfg.context_frames], seed=0)   # step by step, for a play loop
+    #   rollout(..., guidance=2) / World(..., guidance=2): the buttons' effect doubled (a model trained with
+    #   action_dropout > 0; default: its cfg.action_guidance; mariofm.conditioning.guided_velocity)
     frame = world.step(RIGHT | B)     # the next frame with these buttons held over it
     world.reset(context, actions[:cfg.context_frames])   # back to a start; world.frames: the last K frames
 
@@ -29,13 +31,12 @@ button bits (..., 8) as in training, mariofm.conditioning.action_bits):
 from __future__ import annotations
 
 import argparse
-import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mariofm.conditioning import BUTTONS, action_bits, buttons_byte, noise_context
+from mariofm.conditioning import BUTTONS, action_bits, buttons_byte, guided_velocity, noise_context
 from mariofm.sample import sample
 
 # "random" picks among these, each held for 4-30 generated frames (at 15 fps: 0.3-2 s)
@@ -72,20 +73,23 @@ def check_world_model(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, steps: int, solver: str,
-               generator: torch.Generator) -> torch.Tensor:
-    """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid."""
+               generator: torch.Generator, guidance: float | None = None) -> torch.Tensor:
+    """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
+    `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity."""
     b, c, _, h, w = context.shape
+    guidance = model.cfg.action_guidance if guidance is None else guidance
     noisy = noise_context(context, model.world.play_noise, generator)  # once per frame: every step sees it
     x1 = torch.randn((b, c, 1, h, w), generator=generator).to(context.device)
-    x = sample(functools.partial(model, context=noisy, actions=bits.to(context.device)), x1, steps, solver)
+    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance), x1, steps, solver)
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
 
 @torch.no_grad()
 def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | torch.Tensor, *,
-            steps: int | None = None, solver: str | None = None, seed: int = 0,
+            steps: int | None = None, solver: str | None = None, seed: int = 0, guidance: float | None = None,
             callback=None) -> np.ndarray:
-    """Generate len(actions) − K frames after `context`; see the module docstring for the shapes.
+    """Generate len(actions) − K frames after `context`; see the module docstring for the shapes. `guidance`:
+    the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning).
 
     `callback(i, frames)` (optional) sees each new batch of frames, uint8 (B, H, W, 3), as it is made."""
     k = check_world_model(model)
@@ -108,7 +112,7 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     ctx, out = _frames_tensor(context, device), []
     try:
         for i in range(bits.shape[1] - k):
-            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator)
+            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance)
             ctx = torch.cat([ctx[:, :, 1:], x], dim=2)
             out.append(_to_uint8(x))
             if callback is not None:
@@ -123,9 +127,10 @@ class World:
     """A world to play in, one frame at a time: it keeps the last K frames and their buttons."""
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
-                 solver: str | None = None, seed: int = 0) -> None:
+                 solver: str | None = None, seed: int = 0, guidance: float | None = None) -> None:
         self.model, self.k = model.eval(), check_world_model(model)
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
+        self.guidance = model.cfg.action_guidance if guidance is None else guidance
         self.device = next(model.parameters()).device
         self.seed = seed
         self.reset(context, context_actions)
@@ -153,7 +158,7 @@ class World:
             buttons = buttons_byte(buttons)
         new = as_bits(np.array(buttons) if not isinstance(buttons, np.ndarray) else buttons).reshape(1, 1, -1)
         bits = torch.cat([self.bits, new], dim=1)
-        x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator)
+        x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance)
         self.context = torch.cat([self.context[:, :, 1:], x], dim=2)
         self.bits = bits[:, 1:]
         return _to_uint8(x)[0]
@@ -231,6 +236,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--solver", choices=("heun", "euler"), default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="button guidance w (default: the model's action_guidance; needs action_dropout training)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
 
@@ -257,7 +264,7 @@ def _cli(args) -> int:
     actions = torch.cat([real[:k], new[:args.frames]])
     begin = time.perf_counter()
     frames = rollout(model, context, actions, steps=args.steps or cfg.sample_steps,
-                     solver=args.solver or cfg.solver, seed=args.seed)
+                     solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance)
     seconds = time.perf_counter() - begin
     out = Path(args.out)
     video = np.concatenate([context, frames])  # the real start, then the model's frames

@@ -112,6 +112,67 @@ def test_context_noise_is_drawn_in_training_only():
         torch.testing.assert_close(model(x, t, context=context, actions=a), quiet)
 
 
+def test_guidance_one_is_the_conditional_model_and_w_multiplies_the_buttons_effect():
+    """v_w = v_unknown + w·(v_buttons − v_unknown): w = 1 is the model itself (bit for bit), w = 0 the "unknown
+    buttons" model, and for two button sets the difference is w times the conditional one (v_unknown cancels)."""
+    from mariofm.conditioning import guided_velocity
+
+    model = tiny(action_dropout=0.5)
+    torch.nn.init.normal_(model.world.unknown_actions, std=0.5)  # a trained vector is not zero either
+    x, t, context = inputs()
+    run, stand = bits(0x41), bits(0)
+    with torch.no_grad():
+        cond = {a: model(x, t, context=context, actions=bits(a)) for a in (0x41, 0)}
+        unknown = model(x, t, context=context, actions=run, unknown=torch.ones(2, dtype=torch.bool))
+        assert torch.equal(guided_velocity(model, context, run, 1.0)(x, t), cond[0x41])
+        torch.testing.assert_close(guided_velocity(model, context, run, 0.0)(x, t), unknown)
+        assert (unknown - cond[0x41]).abs().max() > 1e-3  # "unknown" is a different condition
+        v3 = {a: guided_velocity(model, context, bits(a), 3.0)(x, t) for a in (0x41, 0)}
+        torch.testing.assert_close(v3[0x41] - v3[0], 3 * (cond[0x41] - cond[0]), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v3[0x41], unknown + 3 * (cond[0x41] - unknown), atol=1e-5, rtol=1e-4)
+        assert (cond[0x41] - cond[0]).abs().max() > 1e-3  # the buttons matter: the check above can fail
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        guided_velocity(model, context, stand, -1.0)
+
+
+def test_action_dropout_replaces_the_buttons_in_training_only():
+    """Training mode: about action_dropout of the samples get the "unknown buttons" output, the rest the buttons'
+    (drawn from the global RNG); eval mode: every sample keeps its buttons and nothing random is drawn."""
+    model = tiny(action_dropout=0.3, context_noise=0.0, play_noise=0.0)  # no context noise: only the buttons vary
+    torch.nn.init.normal_(model.world.unknown_actions, std=0.5)
+    x, t, context = inputs(b=1)
+    n = 200
+    x, t, context, a = x.expand(n, -1, -1, -1, -1), t.expand(n), context.expand(n, -1, -1, -1, -1), bits(0x41, n)
+    with torch.no_grad():
+        cond = model(x[:1], t[:1], context=context[:1], actions=a[:1])
+        unknown = model(x[:1], t[:1], context=context[:1], actions=a[:1], unknown=torch.ones(1, dtype=torch.bool))
+        state = torch.get_rng_state()
+        assert torch.allclose(model(x, t, context=context, actions=a), cond, atol=1e-5)  # eval: all conditional
+        assert torch.equal(torch.get_rng_state(), state)
+        model.train()
+        torch.manual_seed(0)
+        out = model(x, t, context=context, actions=a)
+    is_cond = (out - cond).flatten(1).abs().amax(1) < 1e-5
+    is_unknown = (out - unknown).flatten(1).abs().amax(1) < 1e-5
+    assert bool((is_cond ^ is_unknown).all())  # each sample is one or the other
+    assert 0.2 < is_unknown.float().mean().item() < 0.4
+
+
+def test_a_model_trained_without_action_dropout_has_no_unknown_buttons_and_cannot_be_guided():
+    from mariofm.config import Config
+
+    model = tiny()
+    assert model.world.unknown_actions is None and not any("unknown" in k for k in model.state_dict())
+    x, t, context = inputs()
+    with pytest.raises(ValueError, match="action_dropout"):
+        rollout(model, np.zeros((K, 32, 32, 3), np.uint8), np.zeros(K + 1, np.uint8), guidance=2.0)
+    with pytest.raises(ValueError, match="action_dropout"):
+        preset("world-smoke", action_guidance=2.0)
+    old = preset("world-smoke").to_dict()
+    del old["action_dropout"], old["action_guidance"]  # a config saved before these fields existed
+    assert Config.from_dict(old) == preset("world-smoke")
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(context=None), "world model"),
     (dict(actions=torch.zeros(2, K, 8)), "actions must be"),
@@ -201,6 +262,22 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
                  "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
     import imageio.v3 as iio
     assert len(iio.imread(out, index=None)) == K + 5
+
+
+def test_a_model_trained_with_action_dropout_learns_its_unknown_buttons_and_plays_guided(mario_clips, tmp_path):
+    from mariofm.checkpoint import load_model
+    from mariofm.train import train
+
+    run = train(preset("world-smoke", action_dropout=0.5), mario_clips, tmp_path / "cfg", steps=6, progress=False)
+    model, cfg = load_model(run)
+    assert cfg.action_dropout == 0.5 and model.world.unknown_actions.abs().max() > 0  # it moved from its zero init
+    context, real = recording_start(mario_clips, cfg, clip=0, split="all")
+    actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 4))])
+    guided = rollout(model, context, actions, seed=0, guidance=3.0)
+    assert np.array_equal(guided, rollout(model, context, actions, seed=0, guidance=3.0))  # same seed, same frames
+    assert not np.array_equal(guided, rollout(model, context, actions, seed=0))  # w = 3 is not w = 1
+    world = World(model, context, real[:K], seed=0, guidance=3.0)
+    assert np.array_equal(np.stack([world.step(0x41) for _ in range(4)]), guided)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
