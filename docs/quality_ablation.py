@@ -111,8 +111,9 @@ def main() -> None:
             for j, frame in enumerate(frames):
                 sheet.paste(Image.fromarray(frame).resize((w, h), Image.NEAREST), (label_w + j * w, i * h))
         args.figure.parent.mkdir(parents=True, exist_ok=True)
-        if args.colors:  # no dithering: it would add grain of its own to a figure that shows grain
-            sheet = sheet.quantize(args.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        if args.colors:  # no dithering: it would add grain of its own to a figure that shows grain. Max coverage,
+            # not median cut: median cut drops rare colours (the real clips' green pipes turned olive)
+            sheet = sheet.quantize(args.colors, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
         sheet.save(args.figure, optimize=True)
         print(f"wrote {args.figure}")
 
