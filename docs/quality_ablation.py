@@ -9,7 +9,8 @@ A row is NAME=CHECKPOINT, optionally followed by `:raw` (the raw weights instead
 `noise_for(cfg, num, seed + 1)` and compared (mariofm.metrics.compare, 95% bootstrap intervals) with the same
 `num` held-out clips of the stratified val split and the same `num` training clips as the real-vs-real floor,
 as `python -m mariofm evaluate` does. It prints a markdown table, writes the report as JSON, and with
---figure writes frame 4 of the first 6 samples of each row (real clips on top) as one PNG.
+--figure writes frame 4 of the first 6 samples of each row (real clips on top) as one PNG (--scale 2 --colors 256
+keeps a dozen rows under ~300 KB).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", type=Path, required=True, help="JSON report")
     parser.add_argument("--figure", type=Path, default=None, help="PNG: frame 4 of 6 samples per row")
+    parser.add_argument("--scale", type=int, default=3, help="figure: pixels per frame pixel (2 keeps a PNG of "
+                        "many rows under ~300 KB)")
+    parser.add_argument("--colors", type=int, default=0, help="figure: save with this many colours, no "
+                        "dithering (256 makes it ~3x smaller; 0: full colour)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -97,7 +102,7 @@ def main() -> None:
     if args.figure:
         from PIL import Image, ImageDraw
 
-        scale, label_w = 3, 190
+        scale, label_w = args.scale, 190
         h, w = real.shape[2] * scale, real.shape[3] * scale
         sheet = Image.new("RGB", (label_w + 6 * w, h * len(strips)), "white")
         draw = ImageDraw.Draw(sheet)
@@ -106,7 +111,10 @@ def main() -> None:
             for j, frame in enumerate(frames):
                 sheet.paste(Image.fromarray(frame).resize((w, h), Image.NEAREST), (label_w + j * w, i * h))
         args.figure.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(args.figure)
+        if args.colors:  # no dithering: it would add grain of its own to a figure that shows grain. Max coverage,
+            # not median cut: median cut drops rare colours (the real clips' green pipes turned olive)
+            sheet = sheet.quantize(args.colors, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+        sheet.save(args.figure, optimize=True)
         print(f"wrote {args.figure}")
 
 
