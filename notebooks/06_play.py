@@ -151,6 +151,11 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $\hat x_0$ = the last context frame (as the net sees it, noise included) + the net's output: an untrained net
 #   already predicts "repeat the last frame", and training learns the change (a scroll of a pixel or two, a
 #   sprite that moves). Such an easy target needs few steps: the world presets play with 4 Euler steps.
+# - **Guidance on the buttons.** One step ahead the buttons change the next frame very little, so a model can
+#   learn to ignore them. The shipped model was trained with the buttons replaced by a learnt "unknown" embedding
+#   15% of the time (`action_dropout`), and plays with classifier-free guidance (Ho & Salimans 2022):
+#   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance` = 3, which enlarges exactly the
+#   part of each step that the buttons cause, at the price of a second net call per step.
 #
 # The buttons as the model sees them: one bit per button of the NES controller byte, in the order of
 # `mariofm.conditioning.BUTTONS` (a recorded frame's byte is stored in `<clip>.actions.npy`):
