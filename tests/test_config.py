@@ -231,3 +231,37 @@ def test_bad_overrides_name_the_valid_keys(pair):
     keys = list(Config().to_dict())
     with pytest.raises(ValueError, match=message(f"bad --set {pair!r}: expected key=value with key one of {keys}")):
         parse_overrides([pair])
+
+
+# --- button guidance (mariofm/conditioning.py) ----------------------------------------------------------------
+WORLD = dict(context_frames=4, sequence_length=1)
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, -0.1])
+def test_action_dropout_is_a_share_below_one(p):
+    with pytest.raises(ValueError, match=message(f"config field action_dropout={p!r} must lie in [0, 1): the share "
+                                                 "of training samples whose buttons are replaced by 'unknown' (e.g. "
+                                                 "0.15; 0 = off)")):
+        Config(**WORLD, action_dropout=p)
+    assert Config(**WORLD, action_dropout=0.99).action_dropout == 0.99
+
+
+@pytest.mark.parametrize("w", [-0.5, float("inf")])
+def test_action_guidance_is_finite_and_not_negative(w):
+    with pytest.raises(ValueError, match=message(f"config field action_guidance={w!r} must be a finite number >= 0 "
+                                                 "(1 = no guidance, e.g. 2 doubles the buttons' effect)")):
+        Config(**WORLD, action_dropout=0.15, action_guidance=w)
+    for ok in (0.0, 0.5, 3.0):  # 0 = the "unknown buttons" model alone; below 1 weakens the buttons
+        assert Config(**WORLD, action_dropout=0.15, action_guidance=ok).action_guidance == ok
+
+
+@pytest.mark.parametrize("changes", [dict(action_guidance=2.0), dict(WORLD, action_guidance=2.0),
+                                     dict(action_dropout=0.15, action_guidance=2.0)])
+def test_guidance_needs_a_world_model_trained_with_action_dropout(changes):
+    with pytest.raises(ValueError, match=message("config field action_guidance=2.0 needs a world model trained with "
+                                                 "action_dropout > 0 (it has the 'unknown buttons' embedding "
+                                                 "guidance compares with); set action_guidance=1, or train with e.g. "
+                                                 "action_dropout=0.15")):
+        Config(**changes)
+    assert Config(**WORLD, action_dropout=0.15, action_guidance=2.0).action_guidance == 2.0
+    assert Config(**WORLD, action_dropout=0.9, action_guidance=2.0).action_dropout == 0.9

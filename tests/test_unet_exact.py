@@ -328,6 +328,29 @@ def test_an_unconditional_model_refuses_conditions():
         VideoUNet(preset("smoke"))(_randn(1, 3, 4, 32, 32), 0.5, context=_randn(1, 3, 2, 32, 32))
 
 
+@pytest.mark.parametrize("conditions", [dict(context=_randn(1, 3, 2, 32, 32)), dict(unknown=torch.tensor([True]))])
+def test_an_unconditional_model_refuses_each_condition_alone(conditions):
+    with pytest.raises(ValueError, match=r"^this model is unconditional"):
+        VideoUNet(preset("smoke"))(_randn(1, 3, 4, 32, 32), 0.5, **conditions)
+
+
+def test_only_the_samples_marked_unknown_get_the_unknown_buttons_embedding():
+    """action_dropout > 0 gives the net a learnt "unknown buttons" vector (an entry of its state dict); the
+    `unknown` mask replaces the buttons' embedding of exactly the marked samples (guidance's second half)."""
+    cfg = preset("world-smoke", action_dropout=0.15)
+    model = _perturbed(cfg).eval()
+    assert VideoUNet(preset("world-smoke")).world.unknown_actions is None
+    assert model.state_dict()["world.unknown_actions"].shape == (cfg.time_dim,)
+    nn.init.normal_(model.world.unknown_actions, std=1.0)
+    x, context = _randn(2, 3, 1, 32, 32), _randn(2, 3, cfg.context_frames, 32, 32, seed=1)
+    actions = torch.ones(2, cfg.context_frames + 1, 8)
+    with torch.no_grad():
+        given = model(x, 0.5, context=context, actions=actions)
+        mixed = model(x, 0.5, context=context, actions=actions, unknown=torch.tensor([False, True]))
+    torch.testing.assert_close(mixed[0], given[0], rtol=0, atol=0)
+    assert (mixed[1] - given[1]).abs().max() > 1e-3, "the marked sample should see the unknown embedding"
+
+
 def test_a_world_model_predicts_the_last_context_frame_plus_a_change():
     """frame_residual: x̂0 = last context frame + the head's output, so the untrained world model (zero head)
     returns the velocity towards the last context frame, v = (x_t − last) / max(t, t_min)."""
