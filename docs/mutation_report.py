@@ -41,8 +41,9 @@ GROUPS = {
     "training": dict(
         scope={"mariofm/schedule.py": ["*"], "mariofm/state.py": ["*"], "mariofm/checkpoint.py": ["*"],
                "mariofm/train.py": ["x_train_step__*", "x_out_of_memory__*"],
-               "mariofm/runlog.py": ["x_read_metrics__*", "xǁMetricsLogǁ*"]},
-        tests=["tests/test_training_step.py", "tests/test_checkpoint.py"]),
+               "mariofm/runlog.py": ["x_read_metrics__*", "xǁMetricsLogǁ*"],
+               "mariofm/rollout.py": ["x_own_context__*"]},
+        tests=["tests/test_training_step.py", "tests/test_checkpoint.py", "tests/test_own_frames.py"]),
 }
 KILLED_CODES = {1, 3}  # a test failed / pytest's internal error
 TIMEOUT_CODES = {36, -24, 24, 152, 255}  # CPU time limit: the mutant looped or slowed the tests 30-fold

@@ -45,6 +45,8 @@ class Config:
     frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
     action_dropout: float = 0.0  # training: share of samples whose buttons become "unknown" (> 0: guidance works)
     action_guidance: float = 1.0  # playing: w of v_unknown + w·(v_buttons − v_unknown); 1 = the buttons as given
+    own_frames: int = 0  # training: the last R context frames are the model's own, made as it plays (rollout.py)
+    own_share: float = 0.5  # ... for this share of each batch; the rest keeps real context frames
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
@@ -150,6 +152,13 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config field action_guidance={cfg.action_guidance!r} needs a world model trained with "
                          "action_dropout > 0 (it has the 'unknown buttons' embedding guidance compares with); "
                          "set action_guidance=1, or train with e.g. action_dropout=0.15")
+    if not isinstance(cfg.own_frames, int) or not 0 <= cfg.own_frames <= cfg.context_frames:
+        raise ValueError(f"config field own_frames={cfg.own_frames!r} must be an integer from 0 to context_frames="
+                         f"{cfg.context_frames}: how many of the K context frames the model makes itself in "
+                         "training (e.g. 2 for a world model; 0 = off)")
+    if not 0 < cfg.own_share <= 1:
+        raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "
+                         "whose last own_frames context frames the model makes itself (e.g. 0.5)")
     if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
         raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
                          "context_frames > 0 and prediction='x0' (or frame_residual=False)")

@@ -3,6 +3,7 @@
     run = Run.create(cfg, device, Budget(steps=1000), steps_per_epoch=250)   # a fresh model, EMA, AdamW, ...
     run.save(folder)                                                        # checkpoint.pt + video_model.pt
     run.load_state_dict(load_checkpoint(folder / CHECKPOINT))               # ... and back: resuming is this
+    run.start_from("runs/world/video_model.pt")         # a new run that begins with another model's weights
 
 The EMA copy averages the weights after every step, θ_EMA ← d·θ_EMA + (1 − d)·θ with d = cfg.ema_decay; it is
 what generation uses. The generator `noise_gen` draws every step's noise and t, and its state is saved with the
@@ -18,7 +19,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mariofm.checkpoint import CHECKPOINT, MODEL, save_atomic
+from mariofm.checkpoint import CHECKPOINT, MODEL, load_model, save_atomic
 from mariofm.config import Config
 from mariofm.device import autocast_dtype, hardware
 from mariofm.schedule import Budget, make_scheduler
@@ -93,6 +94,17 @@ class Run:
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.hardware = state.get("hardware") or self.hardware
         self.data = state.get("data") or self.data
+
+    def start_from(self, path: str | Path) -> None:
+        """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning)."""
+        weights = load_model(path)[0].state_dict()  # on the CPU: load_state_dict copies to the run's device
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"--init {path}: its weights do not fit the net this run's config builds "
+                             f"({str(err).splitlines()[-1].strip()}); give the architecture fields it was "
+                             f"trained with (--preset/--set)") from None
+        self.ema.module.load_state_dict(weights)
 
     def save(self, out: Path) -> None:
         """checkpoint.pt to resume; video_model.pt with just the config and weights, to generate."""

@@ -3,9 +3,11 @@
     python -m mariofm train --preset cpu --data data_video/mario --out runs/cpu --minutes 10
     python -m mariofm train --resume runs/cpu            # continue where it stopped, on the run's own data
     python -m mariofm train --resume runs/cpu --steps 5000  # ... or extend its budget
+    python -m mariofm train --preset world-cpu --init runs/world --out runs/tuned   # a new run from a model's weights
 
 One step (`train_step`): draw noise ε and times t, take the flow-matching loss (mariofm.flow), backward, clip the
-gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update the EMA copy (mariofm.state).
+gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update the EMA copy (mariofm.state). A world
+model with cfg.own_frames first lets its EMA copy make part of the context, as it plays (mariofm.rollout.own_context).
 Around it (`train`): mixed precision and several GPUs (mariofm.device), checkpoints every N steps, at the end and
 on Ctrl-C/SIGTERM (mariofm.checkpoint), the metrics log and samples after every epoch (mariofm.runlog):
 
@@ -48,6 +50,7 @@ from mariofm.config import Config, parse_overrides, preset
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
 from mariofm.recordings import NoDataError
+from mariofm.rollout import own_context
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
 from mariofm.schedule import Budget, epoch_loader
@@ -75,12 +78,17 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
     cfg.grad_accum micro-batches whose gradients add up to the whole slice's (each loss weighted 1/grad_accum)."""
     cfg, batch = run.cfg, dict(batch)
     x0 = batch.pop("video")
+    amp_dtype = autocast_dtype(dev, cfg)
+    if cfg.own_frames:  # a world model reads its own last R context frames in part of the batch (rollout.py)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            batch["context"], batch["actions"] = own_context(run.ema.module, batch["context"], batch["actions"],
+                                                             round(cfg.own_share * len(x0)), cfg.own_frames,
+                                                             run.noise_gen)
     cond = conditioning(run.model, batch)  # e.g. actions, for a model that declares them; {} for VideoUNet
     n, m = x0.shape[0], x0.shape[0] // cfg.grad_accum  # clips on this rank, per micro-batch
     mine = slice(dist.rank * n, (dist.rank + 1) * n)
     noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=run.noise_gen)[mine].to(dev)
     t = sample_t(cfg.batch_size, cfg.time_sampling, generator=run.noise_gen)[mine].to(dev)
-    amp_dtype = autocast_dtype(dev, cfg)
     run.opt.zero_grad(set_to_none=True)
     per_sample = []
     for i in range(cfg.grad_accum):
@@ -142,12 +150,13 @@ def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epoch
           steps: int | None = None, minutes: float | None = None, resume: bool = False, overwrite: bool = False,
           device: str | None = None, checkpoint_every: int = 200, sample_every: int = 1, log_every: int = 10,
           workers: int = 0, compile: bool = False, progress: bool = True,
-          stop_at: int | None = None, keep_snapshots: bool = False) -> Path:
+          stop_at: int | None = None, keep_snapshots: bool = False, init: str | Path | None = None) -> Path:
     """Train and return the run folder. The budget is whichever of epochs/steps/minutes ends first
     (cfg.epochs when none is given; a resumed run keeps its own unless given a new one). `stop_at` ends this
     session after that step with a checkpoint, as Ctrl-C does: split a long run over several sessions (Colab)
     and continue with `resume=True`. `keep_snapshots` also keeps each periodic video_model.pt as
-    video_model_step{N}.pt, to score one run at several training lengths.
+    video_model_step{N}.pt, to score one run at several training lengths. `init` starts a new run from the
+    (EMA) weights of another model file (fine-tuning); its net must be the one `cfg` builds.
 
     The folder belongs to one run: a new run refuses a folder that is not empty unless `overwrite` (which
     removes the earlier run's files, saying which), and the run holds the folder's lock while it trains. A
@@ -160,6 +169,8 @@ def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epoch
     if workers < 0:
         raise ValueError(f"--workers {workers}: must be 0 (load in this process) or more")
     out, dev, budget = Path(out), pick_device(device), Budget(epochs, steps, minutes)
+    if resume and init is not None:
+        raise ValueError(f"--init {init} with --resume: a resumed run continues from its own checkpoint")
     if resume and not (out / CHECKPOINT).is_file():
         raise FileNotFoundError(f"nothing to resume: no {CHECKPOINT} in {out}")
     dist = setup_distributed(dev)
@@ -167,11 +178,11 @@ def train(cfg: Config | None, data: str | Path | None, out: str | Path, *, epoch
         return _train(cfg, data, out, dev, dist, budget, resume=resume, overwrite=overwrite,
                       checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
                       workers=workers, compile=compile, progress=progress, stop_at=stop_at,
-                      keep_snapshots=keep_snapshots)
+                      keep_snapshots=keep_snapshots, init=init)
 
 
 def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_every, sample_every, log_every,
-           workers, compile, progress, stop_at, keep_snapshots=False) -> Path:
+           workers, compile, progress, stop_at, keep_snapshots=False, init=None) -> Path:
     """`train` once its arguments are checked, its device picked and its folder locked."""
     earlier = check_new_run(out, overwrite) if dist.main and not resume else []
     saved = require_keys(load_checkpoint(out / CHECKPOINT), RESUMABLE, out / CHECKPOINT,
@@ -195,12 +206,14 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
     try:
         held_out = training_data(cfg, data, "val", progress=False)
     except NoDataError:  # a folder with a single video has no validation file: watch the training clips
-        held_out = train_set
+        held_out = training_data(cfg, data, "all", progress=False)
     steps_per_epoch = len(train_set) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_set)} training clips in {data} is fewer than one batch of "
                          f"{cfg.batch_size}; record more clips or lower --set batch_size=...")
     run = Run.create(cfg, dev, budget, steps_per_epoch, data=str(data))
+    if init is not None:
+        run.start_from(init)
     if saved is not None:
         run.load_state_dict(saved)
         run.data = str(data)  # the stored folder, or the one that replaced it
@@ -218,7 +231,8 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
     if dist.main:
         remove_run_files(out, earlier)  # every input is checked by now: only now does the earlier run go
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (out / RUN_INFO).write_text(json.dumps(dict(data=run.data), indent=2))
+        info = dict(data=run.data) | ({"init": str(Path(init).resolve())} if init is not None else {})
+        (out / RUN_INFO).write_text(json.dumps(info, indent=2))
     log = MetricsLog(out / METRICS if dist.main else None, log_every, saved and run.step)
     evaluator = EpochEvaluation(cfg, held_out, out, dev, log) if dist.main else None
     bar = tqdm(total=run.max_steps, initial=run.step, disable=not (progress and dist.main), unit="step",
@@ -293,6 +307,8 @@ def add_cli(subparsers) -> None:
     budget.add_argument("--steps", type=positive_int)
     budget.add_argument("--minutes", type=float, help="wall-clock budget")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (it stays in that folder)")
+    p.add_argument("--init", metavar="MODEL", help="start from this model's weights (a run folder, video_model.pt "
+                                                   "or .safetensors; its preset and --set must match its net)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
@@ -320,6 +336,6 @@ def _cli(args) -> int:
                 resume=bool(args.resume), overwrite=args.overwrite, device=args.device,
                 checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, workers=args.workers,
                 compile=args.compile, stop_at=args.stop_at,
-                keep_snapshots=args.keep_snapshots)
+                keep_snapshots=args.keep_snapshots, init=args.init)
     print(f"run folder: {run}  (generate with: python -m mariofm generate --checkpoint {run / MODEL})")
     return 0

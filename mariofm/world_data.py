@@ -13,6 +13,10 @@ The buttons of kept frame f are the share of the frame_stride recorded frames (f
 button was held: with stride 2 a tap of A that lasts one recorded frame shows as 0.5, not lost between kept frames.
 At play time a button held for a whole generated frame is 1. A recorded frame's byte is the button state held while
 the emulator made it (`<stem>.actions.npy`, mariofm.record).
+
+With own_frames = R > 0 (training on the model's own frames, cfg.own_frames) a window is K + R + 1 frames: the
+context holds K + R real frames, the actions K + R + 1 rows, and the trainer lets the model make the last R of
+them from the first K (mariofm.rollout.own_context). `training_data` asks for R only for the training split.
 """
 
 from __future__ import annotations
@@ -48,10 +52,10 @@ class NextFrames(Dataset):
     """
 
     def __init__(self, root: str | Path, context_frames: int, size: tuple[int, int] = (240, 256),
-                 frame_stride: int = 1, split: str = "train", hop: int = 1, **kwargs) -> None:
+                 frame_stride: int = 1, split: str = "train", hop: int = 1, own_frames: int = 0, **kwargs) -> None:
         if not isinstance(context_frames, int) or context_frames < 1:
             raise ValueError(f"context_frames={context_frames!r} must be a positive integer, e.g. 4")
-        self.context_frames = context_frames
+        self.context_frames = context_frames + own_frames  # frames before the target that the item holds
         videos = find_videos(Path(root)) if Path(root).is_dir() else []
         missing = [str(v) for v in videos if not v.with_name(v.stem + ".actions.npy").is_file()]
         if missing:  # all of them named at once (MarioClips would stop at the first)
@@ -60,14 +64,15 @@ class NextFrames(Dataset):
                                        f"video file(s) have no <stem>.actions.npy beside them: {shown}. Record "
                                        f"clips with mariofm's recorder, which writes them")
         try:  # require_actions: a damaged sidecar is an error too (mariofm.recordings.load_actions)
-            self.clips = MarioClips(root, context_frames + 1, size, frame_stride, split, hop=hop,
+            self.clips = MarioClips(root, self.context_frames + 1, size, frame_stride, split, hop=hop,
                                     require_actions=True, **kwargs)
         except NoDataError as err:
             if " frames < " not in str(err):  # not a matter of clip length
                 raise
-            span = context_frames * frame_stride + 1
-            raise NoDataError(root, f"context_frames={context_frames} at frame_stride={frame_stride} needs clips "
-                                    f"of at least {span} recorded frames (K context frames + the next one). "
+            span = self.context_frames * frame_stride + 1
+            asked = f"context_frames={context_frames}" + (f" with own_frames={own_frames}" if own_frames else "")
+            raise NoDataError(root, f"{asked} at frame_stride={frame_stride} needs clips of at least {span} "
+                                    f"recorded frames (K context frames + the next one). "
                                     f"{str(err).splitlines()[0]}") from None
 
     @classmethod
@@ -98,8 +103,9 @@ class NextFrames(Dataset):
 def training_data(cfg, root: str | Path, split: str = "train", **kwargs) -> Dataset:
     """The data set a Config trains on: MarioClips for a video model; NextFrames (the next frame, K context frames
     and the buttons) for a world model (cfg.context_frames > 0)."""
-    if cfg.context_frames:
-        return NextFrames.from_config(cfg, root, split=split, **kwargs)
+    if cfg.context_frames:  # the model's own frames only where it learns: a validation loss stays comparable
+        own = cfg.own_frames if split == "train" else 0
+        return NextFrames.from_config(cfg, root, split=split, own_frames=own, **kwargs)
     return MarioClips.from_config(cfg, root, split=split, **kwargs)
 
 

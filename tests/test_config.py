@@ -265,3 +265,23 @@ def test_guidance_needs_a_world_model_trained_with_action_dropout(changes):
         Config(**changes)
     assert Config(**WORLD, action_dropout=0.15, action_guidance=2.0).action_guidance == 2.0
     assert Config(**WORLD, action_dropout=0.9, action_guidance=2.0).action_dropout == 0.9
+
+
+# --- training on the model's own frames (mariofm/rollout.py own_context) -------------------------------------------
+@pytest.mark.parametrize("r, k", [(-1, 4), (5, 4), (1, 0), (1.0, 4)])
+def test_own_frames_are_a_whole_number_of_the_context_frames(r, k):
+    with pytest.raises(ValueError, match=message(f"config field own_frames={r!r} must be an integer from 0 to "
+                                                 f"context_frames={k}: how many of the K context frames the model "
+                                                 "makes itself in training (e.g. 2 for a world model; 0 = off)")):
+        Config(context_frames=k, sequence_length=1 if k else 8, own_frames=r)
+    assert Config(**WORLD, own_frames=4).own_frames == 4 and Config(**WORLD, own_frames=0).own_frames == 0
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.01, float("nan")])
+def test_own_share_is_a_share_above_zero(share):
+    with pytest.raises(ValueError, match=message(f"config field own_share={share!r} must lie in (0, 1]: the share "
+                                                 "of each batch whose last own_frames context frames the model "
+                                                 "makes itself (e.g. 0.5)")):
+        Config(**WORLD, own_frames=2, own_share=share)
+    assert Config(**WORLD, own_frames=2, own_share=1.0).own_share == 1.0
+    assert Config(**WORLD, own_frames=2, own_share=0.01).own_share == 0.01

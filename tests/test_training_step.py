@@ -130,6 +130,33 @@ def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
     assert (expected[0] - expected[1]).abs() > 1e-3  # two different clips: a swap of conditions would show
 
 
+def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator():
+    """With own_frames = R the step first lets the EMA copy make the last R context frames of the first own_share
+    of the batch (mariofm.rollout.own_context), in float32 and from the run's generator (checkpointed, and not
+    torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator."""
+    from mariofm.rollout import own_context
+
+    cfg = preset("world-smoke", batch_size=2, own_frames=1, own_share=0.5, context_noise=0.0, play_noise=0.0)
+    run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))
+    run.ema.module.load_state_dict(run.model.state_dict())  # the perturbed weights make the own frames too
+    before, ema = copy.deepcopy(run.model), copy.deepcopy(run.ema.module)
+    g = torch.Generator().manual_seed(7)
+    k = cfg.context_frames + 1  # the K + R frames a NextFrames item with own_frames = 1 holds
+    batch = {"video": torch.rand(2, 3, 1, 32, 32, generator=g) * 2 - 1,
+             "context": torch.randint(0, 256, (2, 3, k, 32, 32), generator=g) / 127.5 - 1,  # 8-bit frames
+             "actions": (torch.rand(2, k + 1, 8, generator=g) > 0.5).float()}
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    context, actions = own_context(ema, batch["context"], batch["actions"], 1, 1, noise_gen)
+    noise = torch.randn((2, 3, 1, 32, 32), generator=noise_gen)
+    expected_t = sample_t(2, cfg.time_sampling, generator=noise_gen)
+    _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
+    _, expected, _ = fm_loss(functools.partial(before, context=context, actions=actions), batch["video"],
+                             t=expected_t, noise=noise)
+    assert torch.equal(t, expected_t)
+    torch.testing.assert_close(per_sample, expected.detach(), rtol=1e-6, atol=1e-8)
+    assert not torch.equal(context[0, :, -1], batch["context"][0, :, -1])  # sample 0 read a frame of its own
+
+
 def test_micro_batches_add_up_to_the_gradient_of_the_whole_batch():
     """grad_accum = 2 or 4 splits the 4 clips into micro-batches whose losses are weighted 1/grad_accum: the
     summed gradient, the per-sample losses and the weights after the step are those of one batch of 4. In float64

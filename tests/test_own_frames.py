@@ -1,0 +1,112 @@
+"""Training a world model on its own frames (cfg.own_frames, mariofm.rollout.own_context) and starting a run from
+another model's weights (train --init)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mariofm.config import preset
+from mariofm.data import collate
+from mariofm.rollout import own_context, rollout
+from mariofm.unet import VideoUNet
+from mariofm.world_data import NextFrames
+
+K = preset("world-smoke").context_frames
+
+
+def tiny() -> VideoUNet:
+    """A world-smoke net whose zero-init output conv is perturbed, so that its frames depend on its inputs."""
+    torch.manual_seed(0)
+    model = VideoUNet(preset("world-smoke"))
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    return model
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    return frames.add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+@pytest.mark.parametrize("own_frames", [1, K])
+def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, own_frames):
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=own_frames, progress=False)
+    batch = collate([data[i] for i in (3, 40, 77)])
+    context, bits = batch["context"], batch["actions"]
+    assert context.shape[2] == K + own_frames and bits.shape[1] == K + own_frames + 1
+    model = tiny().train()
+    window, window_bits = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5))
+    assert window.shape == (3, 3, K, 32, 32) and torch.equal(window_bits, bits[:, own_frames:])
+    assert model.training  # its mode is given back
+    # sample 0: its last own_frames frames are a rollout from its first K real frames with the real buttons
+    made = rollout(model, to_uint8(context[0, :, :K]), bits[0, :K + own_frames], seed=5)
+    assert np.array_equal(to_uint8(window[0, :, K - own_frames:]), made)
+    assert torch.equal(window[0, :, :K - own_frames], context[0, :, own_frames:K])  # the real frames before them
+    assert not torch.equal(window[0], context[0, :, own_frames:])  # made frames are not the recording
+    assert torch.equal(window[1:], context[1:, :, own_frames:])  # the other samples keep the recording
+
+
+def test_validation_data_keeps_real_context_frames(mario_clips):
+    from mariofm.world_data import training_data
+
+    cfg = preset("world-smoke", own_frames=1)
+    train_set, val_set = (training_data(cfg, mario_clips, split, progress=False) for split in ("train", "val"))
+    assert train_set[0]["context"].shape[1] == K + 1 and val_set[0]["context"].shape[1] == K
+
+
+def test_training_on_own_frames_uses_them_and_resumes_to_the_same_weights(mario_clips, tmp_path):
+    from mariofm.train import CHECKPOINT, load_checkpoint, train
+
+    cfg = preset("world-smoke", own_frames=1, own_share=1.0)
+    whole = train(cfg, mario_clips, tmp_path / "whole", steps=4, progress=False)
+    train(cfg, mario_clips, tmp_path / "split", steps=4, stop_at=2, progress=False)
+    split = train(None, mario_clips, tmp_path / "split", resume=True, progress=False)
+    half = train(preset("world-smoke", own_frames=1, own_share=0.5), mario_clips, tmp_path / "half", steps=4,
+                 progress=False)
+    a, b, c = (load_checkpoint(run / CHECKPOINT)["model"] for run in (whole, split, half))
+    for name, value in a.items():
+        assert torch.equal(value, b[name]), f"model.{name} differs after resuming"
+    assert any(not torch.equal(value, c[name]) for name, value in a.items())  # which samples are own matters
+
+
+def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
+    from mariofm.checkpoint import load_model
+    from mariofm.cli import main
+    from mariofm.train import train
+
+    # another seed: its weights are not the ones a new run (seed 0) would start from anyway
+    first = train(preset("world-smoke", seed=7), mario_clips, tmp_path / "first", steps=3, progress=False)
+    assert main(["train", "--preset", "world-smoke", "--set", "own_frames=1", "--data", str(mario_clips),
+                 "--out", str(tmp_path / "tuned"), "--steps", "1", "--init", str(first)]) == 0
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["init"] == str(first.resolve())
+    start, tuned = load_model(first)[0].state_dict(), load_model(tmp_path / "tuned", ema=False)[0].state_dict()
+    # one small step away from the weights it started from, far closer to them than a seed-0 net is
+    torch.manual_seed(0)
+    fresh = VideoUNet(preset("world-smoke")).state_dict()
+    moved = sum((tuned[n] - w).abs().sum() for n, w in start.items())
+    assert 0 < moved < 0.1 * sum((fresh[n] - w).abs().sum() for n, w in start.items())
+    wider = preset("world-smoke", base_ch=16)
+    with pytest.raises(RuntimeError) as torch_error:  # torch's words for the misfit: the message names its last line
+        VideoUNet(wider).load_state_dict(start)
+    misfit = str(torch_error.value).splitlines()[-1].strip()
+    with pytest.raises(ValueError, match=re.escape(f"--init {first}: its weights do not fit the net this run's config "
+                                                   f"builds ({misfit}); give the architecture fields")):
+        train(wider, mario_clips, tmp_path / "wider", steps=1, init=first, progress=False)
+    with pytest.raises(ValueError, match="--init .* with --resume"):
+        train(None, mario_clips, first, resume=True, init=first, progress=False)
+
+
+def test_a_single_recording_trains_on_own_frames_and_is_validated_on_real_ones(mario_clips, tmp_path):
+    import shutil
+
+    from mariofm.train import train
+
+    stem = sorted(mario_clips.glob("*.avi"))[0].stem
+    for path in mario_clips.glob(f"{stem}.*"):  # the video, its buttons and its notes: no validation file
+        shutil.copy(path, tmp_path / path.name)
+    run = train(preset("world-smoke", own_frames=1), tmp_path, tmp_path / "run", steps=2, progress=False)
+    assert (run / "rollout_epoch1.gif").is_file()  # the epoch's rollout and validation loss ran on K real frames
