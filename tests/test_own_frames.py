@@ -48,6 +48,10 @@ def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, ow
     assert torch.equal(window[0, :, :K - own_frames], context[0, :, own_frames:K])  # the real frames before them
     assert not torch.equal(window[0], context[0, :, own_frames:])  # made frames are not the recording
     assert torch.equal(window[1:], context[1:, :, own_frames:])  # the other samples keep the recording
+    g = torch.Generator().manual_seed(5)
+    real, _ = own_context(model, context, bits, 0, own_frames, g)  # no sample of its own: nothing made or drawn
+    assert torch.equal(real, context[:, :, own_frames:])
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())
 
 
 def test_validation_data_keeps_real_context_frames(mario_clips):

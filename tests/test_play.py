@@ -63,10 +63,6 @@ def test_hold_right_scrolls_the_view_and_reset_returns_to_the_start(model, mario
     assert np.array_equal(play(ui, 30), right)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped world model does not follow the buttons enough yet: its view "
-                   "scrolls 1 px with right held, 0 px with none (guidance 3; 2 and 1 px without guidance; its card "
-                   "and docs/benchmarks.md section 6). strict: this fails loudly (XPASS) once a shipped model "
-                   "scrolls, so the mark is removed then")
 def test_holding_right_scrolls_the_view(model, mario_clips):
     """What a player expects: the view scrolls by 1/8 of the screen at least (8 px of 64, 32 NES pixels in 2 s),
     and further than with no buttons (a model that ignores the buttons makes the same frames for both)."""
