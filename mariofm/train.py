@@ -3,7 +3,7 @@
     python -m mariofm train --preset cpu --data data_video/mario --out runs/cpu --minutes 10
     python -m mariofm train --resume runs/cpu            # continue where it stopped, on the run's own data
     python -m mariofm train --resume runs/cpu --steps 5000  # ... or extend its budget
-    python -m mariofm train --preset world-cpu --init runs/world --out runs/tuned   # a new run from a model's weights
+    python -m mariofm train --init runs/world --set own_frames=2 --out runs/tuned   # a new run from a model's weights
 
 One step (`train_step`): draw noise ε and times t, take the flow-matching loss (mariofm.flow), backward, clip the
 gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update the EMA copy (mariofm.state). A world
@@ -44,7 +44,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, require_keys
+from mariofm.checkpoint import CHECKPOINT, MODEL, check_config, load_checkpoint, load_model, require_keys
 from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
@@ -307,8 +307,9 @@ def add_cli(subparsers) -> None:
     budget.add_argument("--steps", type=positive_int)
     budget.add_argument("--minutes", type=float, help="wall-clock budget")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (it stays in that folder)")
-    p.add_argument("--init", metavar="MODEL", help="start from this model's weights (a run folder, video_model.pt "
-                                                   "or .safetensors; its preset and --set must match its net)")
+    p.add_argument("--init", metavar="MODEL", help="start a new run from this model's weights (a run folder, "
+                                                   "video_model.pt or .safetensors) and, without --preset, its "
+                                                   "config, --set on top")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="steps between checkpoints")
@@ -329,9 +330,11 @@ def _cli(args) -> int:
     if args.resume and args.overwrite:
         raise ValueError("--overwrite starts a new run and --resume continues one: give one of them")
     cfg = None
-    if args.preset or args.set or not args.resume:
+    if args.init and not args.preset and not args.resume:  # fine-tuning: the model's own config, --set on top
+        cfg = load_model(args.init)[1].replace(**parse_overrides(args.set))
+    elif args.preset or args.set or not args.resume:
         cfg = preset(args.preset or "cpu", **parse_overrides(args.set))
-    out = args.resume or args.out or f"runs/{args.preset or 'cpu'}"
+    out = args.resume or args.out or f"runs/{args.preset or ('tuned' if args.init else 'cpu')}"
     run = train(cfg, args.data, out, epochs=args.epochs, steps=args.steps, minutes=args.minutes,
                 resume=bool(args.resume), overwrite=args.overwrite, device=args.device,
                 checkpoint_every=args.checkpoint_every, sample_every=args.sample_every, workers=args.workers,

@@ -84,9 +84,11 @@ def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
 
     # another seed: its weights are not the ones a new run (seed 0) would start from anyway
     first = train(preset("world-smoke", seed=7), mario_clips, tmp_path / "first", steps=3, progress=False)
-    assert main(["train", "--preset", "world-smoke", "--set", "own_frames=1", "--data", str(mario_clips),
-                 "--out", str(tmp_path / "tuned"), "--steps", "1", "--init", str(first)]) == 0
+    # without --preset the new run takes the model's config, with --set on top
+    assert main(["train", "--set", "own_frames=1", "--data", str(mario_clips), "--out", str(tmp_path / "tuned"),
+                 "--steps", "1", "--init", str(first)]) == 0
     assert json.loads((tmp_path / "tuned" / "run.json").read_text())["init"] == str(first.resolve())
+    assert load_model(tmp_path / "tuned")[1] == preset("world-smoke", seed=7, own_frames=1)
     start, tuned = load_model(first)[0].state_dict(), load_model(tmp_path / "tuned", ema=False)[0].state_dict()
     # one small step away from the weights it started from, far closer to them than a seed-0 net is
     torch.manual_seed(0)
