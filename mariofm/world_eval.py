@@ -12,7 +12,8 @@ Three measurements, each beside a reference that needs no model:
    play (mariofm.world_truth: same K context frames for both); the model rolls out from the same contexts with the
    same buttons. Scroll = the camera's move summed over the horizon, by the library's estimate
    (metrics.scroll_stats) on model and game frames alike. Reported: how often right + B scrolls further than no
-   buttons (model, and the real game itself), and each set's mean scroll speed, model over game.
+   buttons (model, and the real game itself), each set's mean scroll speed, model over game, and its mean speed
+   frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some).
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
    and frame statistics (brightness, contrast, motion between frames, colours per frame) of frames 250-300
    against frames 1-50, and the same statistics of real frames.
@@ -32,6 +33,7 @@ from mariofm.rollout import check_world_model, policy_actions, rollout
 from mariofm.world_data import NextFrames, held_bits
 
 HORIZONS = (1, 4, 16, 64)
+EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
 PSNR_CAP = 60.0
 
 
@@ -78,9 +80,15 @@ def horizon_scores(model, data, num: int = 32, seed: int = 0, horizons=HORIZONS,
     return out
 
 
+def frame_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The camera's move into each frame of each rollout (N, T), in pixels (positive: right), from the last
+    context frame (N, H, W, 3) on."""
+    return scroll_stats(np.concatenate([last[:, None], frames], axis=1))["shift"]
+
+
 def total_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """The camera's move over each rollout (N,), in pixels (positive: right), last context frame included."""
-    return scroll_stats(np.concatenate([last[:, None], frames], axis=1))["shift"].sum(1)
+    return frame_scroll(last, frames).sum(1)
 
 
 def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cache: str | Path | None = None,
@@ -104,11 +112,13 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
         held = action_bits(np.full((pairs, horizon), buttons_byte(name), np.uint8))
         made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=seed,
                        **sampling)
-        scroll[name] = total_scroll(last, made), total_scroll(last, branches.frames[:, s])
+        by_frame = frame_scroll(last, made), frame_scroll(last, branches.frames[:, s])
+        scroll[name] = tuple(v.sum(1) for v in by_frame)
         model_px, game_px = (float(v.mean()) / horizon for v in scroll[name])
         out[name] = dict(model_px_per_frame=model_px, game_px_per_frame=game_px,
                          speed_ratio=model_px / game_px if game_px else None,
-                         model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist())
+                         model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist(),
+                         model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist())
     (run_m, run_g), (stand_m, stand_g) = scroll["right+b"], scroll["none"]
     out["model_right_b_scrolls_more"] = float((run_m > stand_m).mean())
     out["game_right_b_scrolls_more"] = float((run_g > stand_g).mean())
@@ -177,6 +187,10 @@ def print_world_table(report: dict) -> None:
         ratio = f"{r['speed_ratio']:.2f}" if r["speed_ratio"] is not None else "n/a"
         print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
               f" (ratio {ratio})")
+        model_px, game_px = r["model_px_by_frame"], r["game_px_by_frame"]
+        print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game {np.mean(game_px[:EARLY]):.2f};"
+              f" frames {EARLY + 1}-{b['horizon_frames']}: model {np.mean(model_px[EARLY:]):.2f}, game "
+              f"{np.mean(game_px[EARLY:]):.2f}")
     print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
           f"{b['game_right_b_scrolls_more']:.0%}")
     print(f"stability ({s['rollouts']} rollouts x {s['frames']} frames, random buttons)")
@@ -195,4 +209,5 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "total_scroll", "frame_stats"]
+           "held_out_starts", "frame_scroll", "total_scroll",
+           "frame_stats"]

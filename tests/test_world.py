@@ -300,6 +300,29 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
         assert abs(est - (b.camera[0, s, -1] - b.camera[0, s, 0]) / 4) <= 3
 
 
+def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_path):
+    from mariofm.world_eval import button_scores, frame_scroll
+    from mariofm.world_truth import load_branches
+
+    model, cache, horizon = tiny(), tmp_path / "branches.npz", 10
+    out = button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache)
+    branches = load_branches(cache)
+    totals = []
+    for s, name in enumerate(("right+b", "none")):
+        game = frame_scroll(branches.context[:, -1], branches.frames[:, s])  # the game's own frames, set s
+        totals.append(game.sum(1))
+        assert out[name]["game_px_by_frame"] == pytest.approx(game.mean(0).tolist())
+        assert out[name]["game_px_per_frame"] == pytest.approx(game.sum(1).mean() / horizon)
+        assert len(out[name]["model_px_by_frame"]) == horizon
+        assert np.mean(out[name]["model_px_by_frame"]) == pytest.approx(out[name]["model_px_per_frame"])
+    assert out["game_right_b_scrolls_more"] == np.mean(totals[0] > totals[1])
+    stamp = cache.stat().st_mtime_ns
+    assert button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache) == out  # the cache is reused ...
+    assert cache.stat().st_mtime_ns == stamp
+    button_scores(model, pairs=1, horizon=horizon, seed=0, cache=cache)  # ... unless it holds other branches
+    assert load_branches(cache).frames.shape[:3] == (1, 2, horizon)
+
+
 def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
     from mariofm.world_eval import held_out_starts, horizon_scores, psnr
 
