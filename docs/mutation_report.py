@@ -40,7 +40,7 @@ GROUPS = {
                "tests/test_sample_exact.py", "tests/test_unet.py", "tests/test_unet_exact.py"]),
     "training": dict(
         scope={"mariofm/schedule.py": ["*"], "mariofm/state.py": ["*"], "mariofm/checkpoint.py": ["*"],
-               "mariofm/train.py": ["x_train_step__*", "x_out_of_memory__*"],
+               "mariofm/train.py": ["x_train_step__*"], "mariofm/stopping.py": ["x_out_of_memory__*"],
                "mariofm/runlog.py": ["x_read_metrics__*", "xǁMetricsLogǁ*"],
                "mariofm/rollout.py": ["x_own_context__*"]},
         tests=["tests/test_training_step.py", "tests/test_checkpoint.py", "tests/test_own_frames.py"]),

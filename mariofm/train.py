@@ -35,7 +35,6 @@ import functools
 import json
 import math
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -55,17 +54,10 @@ from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
 from mariofm.schedule import Budget, epoch_loader
 from mariofm.state import RESUMABLE, Run
+from mariofm.stopping import diverged, out_of_memory, stop_requests
 from mariofm.world_data import training_data
 
 DEFAULT_DATA = "data_video/mario"
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite: the settings (learning rate, clipping) do not work."""
-
-
-class OutOfMemory(ValueError):
-    """A batch does not fit in the GPU's memory: the settings ask for more than the device has."""
 
 
 # ----------------------------------------------------------------------------------------------- the step
@@ -110,39 +102,6 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
         run.sched.step()
         run.ema.update_parameters(run.model)
     return mean, per_sample, t
-
-
-def out_of_memory(cfg: Config, dist: Dist, dev: torch.device) -> OutOfMemory:
-    local = cfg.batch_size // dist.world
-    more = next((k for k in range(cfg.grad_accum + 1, local + 1) if local % k == 0), None)
-    fix = f"--set grad_accum={more} (micro-batches of {local // more} clips whose gradients add up to the " \
-          f"same step), or " if more else ""
-    return OutOfMemory(f"{dev} ran out of memory on micro-batches of {local // cfg.grad_accum} clips. Try "
-                       f"{fix}a smaller --set batch_size=..., or --set recompute_activations=true")
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """While training, Ctrl-C and SIGTERM ask the loop to stop after the current step (so a checkpoint never
-    holds half a step); a second Ctrl-C stops at once. Yields a dict whose "stop" turns True when asked."""
-    asked = {"stop": False}
-
-    def handler(signum, frame):
-        if asked["stop"]:
-            raise KeyboardInterrupt
-        asked["stop"] = True
-        tqdm.write("stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
-
-    try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread (some notebook runners): leave signals alone
-        yield asked
-        return
-    try:
-        yield asked
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -281,14 +240,6 @@ def _train(cfg, data, out, dev, dist, budget, *, resume, overwrite, checkpoint_e
         if dist.main and (out / METRICS).exists():
             plot_losses(read_metrics(out / METRICS), out / LOSS_CURVE)
     return out
-
-
-def diverged(loss: float, step: int, out: Path, last_saved: int | None, every: int) -> TrainingDiverged:
-    """The error for a loss that became `loss` at `step`, naming the checkpoint that is left, if any."""
-    kept = f"The last checkpoint, {out / CHECKPOINT} at step {last_saved}, is untouched: resuming starts " \
-           f"there." if last_saved is not None else f"No checkpoint was written (the first comes at step {every})."
-    return TrainingDiverged(f"the loss became {loss} at step {step}; stopping. {kept} Try a lower --set lr=... "
-                            f"or --set grad_clip=...")
 
 
 # ----------------------------------------------------------------------------------------------- CLI

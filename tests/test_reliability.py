@@ -32,7 +32,8 @@ from mariofm.export import export
 from mariofm.generate import generate
 from mariofm.recordings import ActionsError, load_actions
 from mariofm.runfolder import LOCK, RunFolderError, RunLock
-from mariofm.train import TrainingDiverged, train
+from mariofm.stopping import TrainingDiverged
+from mariofm.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,8 @@ from mariofm.generate import generate
 from mariofm.runlog import read_metrics
 from mariofm.schedule import Budget
 from mariofm.state import Run
-from mariofm.train import TrainingDiverged, train, train_step
+from mariofm.stopping import TrainingDiverged
+from mariofm.train import train, train_step
 from mariofm.unet import VideoUNet
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,8 @@ from mariofm.device import Dist
 from mariofm.flow import fm_loss, sample_t
 from mariofm.schedule import Budget, epoch_batches, epoch_loader, make_scheduler
 from mariofm.state import Run
-from mariofm.train import OutOfMemory, out_of_memory, stop_requests, train_step
+from mariofm.stopping import OutOfMemory, out_of_memory, stop_requests
+from mariofm.train import train_step
 
 CPU = torch.device("cpu")
 
