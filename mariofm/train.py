@@ -9,7 +9,8 @@ One step (`train_step`): draw noise ε and times t, take the flow-matching loss 
 gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update the EMA copy (mariofm.state). A world
 model with cfg.own_frames first lets its EMA copy make part of the context, as it plays (mariofm.rollout.own_context).
 Around it (`train`): mixed precision and several GPUs (mariofm.device), checkpoints every N steps, at the end and
-on Ctrl-C/SIGTERM (mariofm.checkpoint), the metrics log and samples after every epoch (mariofm.runlog):
+on Ctrl-C/SIGTERM (mariofm.checkpoint; the early stops and their errors: mariofm.stopping), the metrics log and
+samples after every epoch (mariofm.runlog):
 
     config.json  run.json (the data folder)  metrics.jsonl  loss_curve.png  checkpoint.pt (to resume)
     video_model.pt (to generate)  sample_epoch{N}.gif  grid_epoch{N}.gif  .lock (mariofm.runfolder)
