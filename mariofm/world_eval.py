@@ -209,5 +209,4 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll",
-           "frame_stats"]
+           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats"]
