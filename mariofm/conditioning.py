@@ -42,6 +42,9 @@ Each choice and where it comes from:
   Measured (world-cpu, p = 0.15, docs/benchmarks.md section 6): w = 3 against w = 1, same weights: right + B
   scrolls further than no buttons in 69% vs 56% of paired rollouts (the game: 62%), 0.26 vs 0.15 px per frame
   (game 0.71), PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame).
+  w is a play-time setting (`export --set action_guidance=...`), so it is chosen again for each model, on
+  evaluation starts of their own (`evaluate --world --seed 1`): the shipped model, trained on its own frames, ran
+  1.57× the game's speed with w = 3 and matches it with w = 1.5 (1.00×), which it plays with.
 - Its own frames in training (cfg.own_frames, mariofm.rollout.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
