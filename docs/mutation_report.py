@@ -42,7 +42,7 @@ GROUPS = {
         scope={"mariofm/schedule.py": ["*"], "mariofm/state.py": ["*"], "mariofm/checkpoint.py": ["*"],
                "mariofm/train.py": ["x_train_step__*"], "mariofm/stopping.py": ["x_out_of_memory__*"],
                "mariofm/runlog.py": ["x_read_metrics__*", "xǁMetricsLogǁ*"],
-               "mariofm/rollout.py": ["x_own_context__*"]},
+               "mariofm/own_frames.py": ["*"]},
         tests=["tests/test_training_step.py", "tests/test_checkpoint.py", "tests/test_own_frames.py"]),
 }
 KILLED_CODES = {1, 3}  # a test failed / pytest's internal error

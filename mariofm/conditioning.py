@@ -45,7 +45,7 @@ Each choice and where it comes from:
   w is a play-time setting (`export --set action_guidance=...`), so it is chosen again for each model, on
   evaluation starts of their own (`evaluate --world --seed 1`): the shipped model, trained on its own frames, ran
   1.57× the game's speed with w = 3 and matches it with w = 1.5 (1.00×), which it plays with.
-- Its own frames in training (cfg.own_frames, mariofm.rollout.own_context — the data, not this module). Context
+- Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
   only lost Mario's momentum within 2–4 frames. Fine-tuned with the last 2 context frames made by itself in half

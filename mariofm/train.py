@@ -7,7 +7,7 @@
 
 One step (`train_step`): draw noise ε and times t, take the flow-matching loss (mariofm.flow), backward, clip the
 gradient, step AdamW and the learning-rate schedule (mariofm.schedule), update the EMA copy (mariofm.state). A world
-model with cfg.own_frames first lets its EMA copy make part of the context, as it plays (mariofm.rollout.own_context).
+model with cfg.own_frames first lets its EMA copy make part of the context, as it plays (mariofm.own_frames).
 Around it (`train`): mixed precision and several GPUs (mariofm.device), checkpoints every N steps, at the end and
 on Ctrl-C/SIGTERM (mariofm.checkpoint; the early stops and their errors: mariofm.stopping), the metrics log and
 samples after every epoch (mariofm.runlog):
@@ -49,8 +49,8 @@ from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
+from mariofm.own_frames import own_context
 from mariofm.recordings import NoDataError
-from mariofm.rollout import own_context
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
 from mariofm.schedule import Budget, epoch_loader

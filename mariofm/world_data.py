@@ -16,7 +16,7 @@ the emulator made it (`<stem>.actions.npy`, mariofm.record).
 
 With own_frames = R > 0 (training on the model's own frames, cfg.own_frames) a window is K + R + 1 frames: the
 context holds K + R real frames, the actions K + R + 1 rows, and the trainer lets the model make the last R of
-them from the first K (mariofm.rollout.own_context). `training_data` asks for R only for the training split.
+them from the first K (mariofm.own_frames.own_context). `training_data` asks for R only for the training split.
 """
 
 from __future__ import annotations

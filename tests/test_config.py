@@ -267,7 +267,7 @@ def test_guidance_needs_a_world_model_trained_with_action_dropout(changes):
     assert Config(**WORLD, action_dropout=0.9, action_guidance=2.0).action_dropout == 0.9
 
 
-# --- training on the model's own frames (mariofm/rollout.py own_context) -------------------------------------------
+# --- training on the model's own frames (mariofm/own_frames.py) -------------------------------------------
 @pytest.mark.parametrize("r, k", [(-1, 4), (5, 4), (1, 0), (1.0, 4)])
 def test_own_frames_are_a_whole_number_of_the_context_frames(r, k):
     with pytest.raises(ValueError, match=message(f"config field own_frames={r!r} must be an integer from 0 to "

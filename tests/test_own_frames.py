@@ -1,4 +1,4 @@
-"""Training a world model on its own frames (cfg.own_frames, mariofm.rollout.own_context) and starting a run from
+"""Training a world model on its own frames (cfg.own_frames, mariofm.own_frames.own_context) and starting a run from
 another model's weights (train --init)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 
 from mariofm.config import preset
 from mariofm.data import collate
-from mariofm.rollout import own_context, rollout
+from mariofm.own_frames import own_context
+from mariofm.rollout import rollout
 from mariofm.unet import VideoUNet
 from mariofm.world_data import NextFrames
 

@@ -133,9 +133,9 @@ def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
 
 def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator():
     """With own_frames = R the step first lets the EMA copy make the last R context frames of the first own_share
-    of the batch (mariofm.rollout.own_context), in float32 and from the run's generator (checkpointed, and not
+    of the batch (mariofm.own_frames.own_context), in float32 and from the run's generator (checkpointed, and not
     torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator."""
-    from mariofm.rollout import own_context
+    from mariofm.own_frames import own_context
 
     cfg = preset("world-smoke", batch_size=2, own_frames=1, own_share=0.5, context_noise=0.0, play_noise=0.0)
     run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))

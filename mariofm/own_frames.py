@@ -1,0 +1,53 @@
+"""Training a world model on its own frames (cfg.own_frames = R): the context it reads when it plays.
+
+    python -m mariofm train --init mariofm/checkpoints/mariofm_world.safetensors --set own_frames=4 own_share=0.5
+
+The trainer (mariofm.train.train_step) calls `own_context` on each batch before the loss: in part of the batch
+the last R context frames are replaced by frames the model's EMA copy makes from the real frames before them, as
+it plays (mariofm.rollout.next_frame). The data (mariofm.world_data.NextFrames with own_frames = R) holds K + R
+frames before each target for that.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mariofm.rollout import next_frame
+
+
+def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, own: int, own_frames: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training on the model's own frames (cfg.own_frames = R): the context a world model reads when it plays.
+
+    context (B, 3, K + R, H, W) real frames and bits (B, K + R + 1, 8) from NextFrames with own_frames = R. For
+    the first `own` samples the model makes the last R context frames itself from the K real frames before them
+    and the real buttons, exactly as it plays (next_frame: its sampler, guidance and play noise); the others keep
+    their real frames. Returns the window that ends at the real target frame: context (B, 3, K, H, W) and bits
+    (B, K + 1, 8). The loss then asks for the REAL next frame after the model's own frames. (No decorator: next_frame
+    runs under no_grad, and mutmut, docs/testing.md, skips decorated functions.)
+
+    Why: a rollout's context is the model's output, not a recording. Its errors are not Gaussian noise (play-time
+    context noise did not help, docs/benchmarks.md section 6): the frames are softer and move less than the game, so
+    a model trained on real contexts reads "Mario slows down" and stops within a few frames. Feeding it its own
+    frames with the real future as the target teaches it to correct them (scheduled sampling, Bengio et al. 2015;
+    the same idea in video diffusion: Self Forcing, Huang et al. 2025). The frames carry no gradient. Under
+    several processes each rank makes the frames of its own slice, so there a run differs from a one-process run.
+    """
+    k = context.shape[2] - own_frames
+    if own > 0 and own_frames > 0:
+        was_training = model.training
+        model.eval()  # no context noise or button dropout inside the model: it plays
+        try:
+            made, window = context[:own, :, :k], context[:own].clone()
+            for i in range(own_frames):
+                x = next_frame(model, made, bits[:own, i:i + k + 1], model.cfg.sample_steps, model.cfg.solver,
+                               generator)
+                made = torch.cat([made[:, :, 1:], x], dim=2)
+                window[:, :, k + i] = x[:, :, 0]
+        finally:
+            model.train(was_training)
+        context = torch.cat([window, context[own:]])
+    return context[:, :, own_frames:], bits[:, own_frames:]
+
+
+__all__ = ["own_context"]
