@@ -13,7 +13,9 @@ Three measurements, each beside a reference that needs no model:
    same buttons. Scroll = the camera's move summed over the horizon, by the library's estimate
    (metrics.scroll_stats) on model and game frames alike. Reported: how often right + B scrolls further than no
    buttons (model, and the real game itself), each set's mean scroll speed, model over game, and its mean speed
-   frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some).
+   frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some),
+   and split by moment: the speeds where the game runs and where it stops, and how well the model's speed follows
+   the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops).
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
    and frame statistics (brightness, contrast, motion between frames, colours per frame) of frames 250-300
    against frames 1-50, and the same statistics of real frames.
@@ -34,6 +36,7 @@ from mariofm.world_data import NextFrames, held_bits
 
 HORIZONS = (1, 4, 16, 64)
 EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
+STOPPED = 0.5  # px/frame: a moment where the real game scrolls less over the horizon has Mario stopped (or dead)
 PSNR_CAP = 60.0
 
 
@@ -91,6 +94,23 @@ def total_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return frame_scroll(last, frames).sum(1)
 
 
+def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
+    """Does the model stop where the game does? Scrolls (N,) over `horizon` frames of the same N moments, model and
+    game: mean speeds (px/frame) where the game runs (>= STOPPED) and where it stops, and the correlation of model
+    and game speed moment by moment (None when either is constant). A mean speed close to the game's can hide a
+    model that is slow where the game runs and runs on where a wall or an enemy stops Mario."""
+    model, game = model / horizon, game / horizon
+    runs = game >= STOPPED
+
+    def mean(v: np.ndarray, keep: np.ndarray) -> float | None:
+        return float(v[keep].mean()) if keep.any() else None
+
+    r = float(np.corrcoef(model, game)[0, 1]) if len(model) > 1 and model.std() > 0 and game.std() > 0 else None
+    return dict(game_runs=int(runs.sum()), model_px_where_game_runs=mean(model, runs),
+                game_px_where_game_runs=mean(game, runs), model_px_where_game_stops=mean(model, ~runs),
+                game_px_where_game_stops=mean(game, ~runs), scroll_correlation=r)
+
+
 def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cache: str | Path | None = None,
                   **sampling) -> dict:
     """`cache`: an .npz to keep the real game's branches in (playing them takes minutes); reused when it matches."""
@@ -118,7 +138,8 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
         out[name] = dict(model_px_per_frame=model_px, game_px_per_frame=game_px,
                          speed_ratio=model_px / game_px if game_px else None,
                          model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist(),
-                         model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist())
+                         model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist(),
+                         **speed_split(*scroll[name], horizon))
     (run_m, run_g), (stand_m, stand_g) = scroll["right+b"], scroll["none"]
     out["model_right_b_scrolls_more"] = float((run_m > stand_m).mean())
     out["game_right_b_scrolls_more"] = float((run_g > stand_g).mean())
@@ -188,9 +209,12 @@ def print_world_table(report: dict) -> None:
         print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
               f" (ratio {ratio})")
         model_px, game_px = r["model_px_by_frame"], r["game_px_by_frame"]
-        print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game {np.mean(game_px[:EARLY]):.2f};"
-              f" frames {EARLY + 1}-{b['horizon_frames']}: model {np.mean(model_px[EARLY:]):.2f}, game "
-              f"{np.mean(game_px[EARLY:]):.2f}")
+        if len(model_px) > EARLY:  # a short horizon has no later frames to set beside the first
+            print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game "
+                  f"{np.mean(game_px[:EARLY]):.2f}; frames {EARLY + 1}-{b['horizon_frames']}: model "
+                  f"{np.mean(model_px[EARLY:]):.2f}, game {np.mean(game_px[EARLY:]):.2f}")
+        print(f"  {'':8s} where the game runs ({r['game_runs']} of {b['pairs']}): {_pair(r, 'runs')}; where it stops: "
+              f"{_pair(r, 'stops')}; moment by moment r = {_number(r['scroll_correlation'])}")
     print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
           f"{b['game_right_b_scrolls_more']:.0%}")
     print(f"stability ({s['rollouts']} rollouts x {s['frames']} frames, random buttons)")
@@ -201,6 +225,14 @@ def print_world_table(report: dict) -> None:
     print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _pair(row: dict, where: str) -> str:
+    return f"model {_number(row[f'model_px_where_game_{where}'])}, game {_number(row[f'game_px_where_game_{where}'])}"
+
+
 def write_report(report: dict, out: str | Path) -> None:
     import json
 
@@ -209,4 +241,4 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats"]
+           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split"]

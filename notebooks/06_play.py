@@ -158,12 +158,14 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance` = 1.5, which enlarges exactly the
 #   part of each step that the buttons cause, at the price of a second net call per step. $w$ is a play-time
 #   setting, chosen on evaluation starts of their own (the model card says how): the model before needed $w = 3$
-#   to move at all; this one, trained on its own frames, overshot the game's speed with 3 and matches it with 1.5.
+#   to move at all; this one, trained on its own frames, overshot the game's speed with 3 and matches its mean
+#   with 1.5. Only its mean: where the game's Mario runs free the model is slower, and where a staircase stops him
+#   it runs on (`evaluate --world` prints both; docs/benchmarks.md section 6).
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
 #   camera within a few frames. The shipped model was fine-tuned with the last 2 of its 4 context frames made by
 #   itself, exactly as it plays, in half of each batch, and the *real* next frame as the target (`own_frames`,
-#   `mariofm.rollout.own_context`; scheduled sampling, Bengio et al. 2015). It keeps the running speed now, and
+#   `mariofm.own_frames.own_context`; scheduled sampling, Bengio et al. 2015). It keeps the running speed now, and
 #   its 300-frame rollouts stay on the game's palette far longer (the model card has the numbers).
 #
 # The buttons as the model sees them: one bit per button of the NES controller byte, in the order of

@@ -301,7 +301,7 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
 
 
 def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_path):
-    from mariofm.world_eval import button_scores, frame_scroll
+    from mariofm.world_eval import STOPPED, button_scores, frame_scroll
     from mariofm.world_truth import load_branches
 
     model, cache, horizon = tiny(), tmp_path / "branches.npz", 10
@@ -316,11 +316,29 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
         assert len(out[name]["model_px_by_frame"]) == horizon
         assert np.mean(out[name]["model_px_by_frame"]) == pytest.approx(out[name]["model_px_per_frame"])
     assert out["game_right_b_scrolls_more"] == np.mean(totals[0] > totals[1])
+    runs = totals[0] / horizon >= STOPPED
+    assert out["right+b"]["game_runs"] == runs.sum()
+    model_px = np.array(out["right+b"]["model_scroll"]) / horizon
+    if runs.any():
+        assert out["right+b"]["model_px_where_game_runs"] == pytest.approx(model_px[runs].mean())
     stamp = cache.stat().st_mtime_ns
     assert button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache) == out  # the cache is reused ...
     assert cache.stat().st_mtime_ns == stamp
     button_scores(model, pairs=1, horizon=horizon, seed=0, cache=cache)  # ... unless it holds other branches
     assert load_branches(cache).frames.shape[:3] == (1, 2, horizon)
+
+
+def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
+    from mariofm.world_eval import speed_split
+
+    game = np.array([0.0, 2.0, 32.0, 48.0])  # scrolls over 16 frames: two moments stop (< 0.5 px/frame), two run
+    same = speed_split(game, game, 16)
+    assert same["game_runs"] == 2 and same["scroll_correlation"] == pytest.approx(1.0)
+    assert same["model_px_where_game_stops"] == same["game_px_where_game_stops"] == pytest.approx(1 / 16)
+    blind = speed_split(np.full(4, 20.0), game, 16)  # the game's mean speed, everywhere
+    assert blind["model_px_where_game_runs"] == 1.25 < blind["game_px_where_game_runs"] == 2.5
+    assert blind["model_px_where_game_stops"] == 1.25 and blind["scroll_correlation"] is None  # nothing to follow
+    assert speed_split(game[2:], game[2:], 16)["model_px_where_game_stops"] is None  # no moment stops
 
 
 def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
@@ -333,6 +351,32 @@ def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mari
     assert scores["h4"]["baseline_psnr_mean"] == pytest.approx(psnr(context[:, -1], real[:, 3]).mean())
     assert psnr(real[:, 0], real[:, 0]).tolist() == [60.0] * 3  # identical frames: the cap, not infinity
     assert scores["h1"]["psnr_mean"] < scores["h1"]["baseline_psnr_mean"]  # an untrained model is worse
+
+
+def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_path, capsys):
+    """End to end on two real 132-frame recordings (one held out): 64 frames ahead and 300-frame rollouts fit."""
+    import json
+
+    from mariofm.cli import main
+    from mariofm.record import record_clips
+    from mariofm.train import train
+
+    data, out = tmp_path / "long", tmp_path / "world.json"
+    record_clips(data, clips=2, frames=132, seed=2, levels="1-1", frame_skip=2, progress=False)
+    run = train(preset("world-smoke"), data, tmp_path / "run", steps=1, progress=False)
+    assert main(["evaluate", "--world", "--checkpoint", str(run), "--data", str(data), "--num", "2", "--pairs", "1",
+                 "--long", "1", "--guidance", "1", "--branches", str(tmp_path / "b.npz"), "--out", str(out)]) == 0
+    printed, report = capsys.readouterr().out, json.loads(out.read_text())
+    assert report["horizons"]["starts"] == 2 and report["guidance"] == 1.0 and report["steps"] == 2
+    for h in (1, 4, 16, 64):
+        row = report["horizons"][f"h{h}"]
+        assert f"{h:>3} frames ahead   {row['psnr_median']:5.1f} / {row['psnr_mean']:5.1f} dB" in printed
+    assert report["buttons"]["pairs"] == 1 and len(report["buttons"]["none"]["model_px_by_frame"]) == 32
+    assert "frames 1-8: model" in printed and "frames 9-32: model" in printed and "moment by moment r =" in printed
+    stability = report["stability"]
+    assert stability["rollouts"] == 1 and stability["frames"] == 300
+    assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
+    assert f"frames 250-300 over 1-50: {stability['in_palette_ratio']:.3f}" in printed and "nan" not in printed
 
 
 # ------------------------------------------------------------------------------------------------ the shipped model
