@@ -36,7 +36,7 @@ from mariofm.world_data import NextFrames, held_bits
 
 HORIZONS = (1, 4, 16, 64)
 EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
-STOPPED = 0.5  # px/frame: a moment where the real game scrolls less over the horizon has Mario stopped (or dead)
+STOPPED = 0.5  # px/frame: where the real game scrolls less over the horizon, its camera stops (wall, pit, Mario left)
 PSNR_CAP = 60.0
 
 
@@ -98,7 +98,8 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
     """Does the model stop where the game does? Scrolls (N,) over `horizon` frames of the same N moments, model and
     game: mean speeds (px/frame) where the game runs (>= STOPPED) and where it stops, and the correlation of model
     and game speed moment by moment (None when either is constant). A mean speed close to the game's can hide a
-    model that is slow where the game runs and runs on where a wall or an enemy stops Mario."""
+    model that is slow where the game runs and runs on where the game's camera stops (a wall or a pit ahead, or
+    Mario still left of the screen's middle)."""
     model, game = model / horizon, game / horizon
     runs = game >= STOPPED
 

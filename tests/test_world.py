@@ -321,6 +321,8 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
     model_px = np.array(out["right+b"]["model_scroll"]) / horizon
     if runs.any():
         assert out["right+b"]["model_px_where_game_runs"] == pytest.approx(model_px[runs].mean())
+    else:
+        assert out["right+b"]["model_px_where_game_stops"] == pytest.approx(model_px.mean())
     stamp = cache.stat().st_mtime_ns
     assert button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache) == out  # the cache is reused ...
     assert cache.stat().st_mtime_ns == stamp
@@ -339,6 +341,7 @@ def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
     assert blind["model_px_where_game_runs"] == 1.25 < blind["game_px_where_game_runs"] == 2.5
     assert blind["model_px_where_game_stops"] == 1.25 and blind["scroll_correlation"] is None  # nothing to follow
     assert speed_split(game[2:], game[2:], 16)["model_px_where_game_stops"] is None  # no moment stops
+    assert speed_split(game[:2], np.array([7.9, 8.0]), 16)["game_runs"] == 1  # 0.5 px/frame runs, just under stops
 
 
 def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
