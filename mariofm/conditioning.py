@@ -44,7 +44,8 @@ Each choice and where it comes from:
   (game 0.71), PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame).
   w is a play-time setting (`export --set action_guidance=...`), so it is chosen again for each model, on
   evaluation starts of their own (`evaluate --world --seed 1`): the shipped model, trained on its own frames, ran
-  1.57× the game's speed with w = 3 and matches it with w = 1.5 (1.00×), which it plays with.
+  1.57× the game's speed with w = 3 and matches its mean speed with w = 1.5 (1.00×), which it plays
+  with (moment by moment it does not stop where the game does: mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts

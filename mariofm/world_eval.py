@@ -106,7 +106,7 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
     def mean(v: np.ndarray, keep: np.ndarray) -> float | None:
         return float(v[keep].mean()) if keep.any() else None
 
-    r = float(np.corrcoef(model, game)[0, 1]) if len(model) > 1 and model.std() > 0 and game.std() > 0 else None
+    r = float(np.corrcoef(model, game)[0, 1]) if model.std() > 0 and game.std() > 0 else None
     return dict(game_runs=int(runs.sum()), model_px_where_game_runs=mean(model, runs),
                 game_px_where_game_runs=mean(game, runs), model_px_where_game_stops=mean(model, ~runs),
                 game_px_where_game_stops=mean(game, ~runs), scroll_correlation=r)
@@ -206,9 +206,8 @@ def print_world_table(report: dict) -> None:
     print(f"buttons ({b['pairs']} moments of real play, {b['horizon_frames']} frames held)")
     for name in ("right+b", "none"):
         r = b[name]
-        ratio = f"{r['speed_ratio']:.2f}" if r["speed_ratio"] is not None else "n/a"
         print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
-              f" (ratio {ratio})")
+              f" (ratio {_number(r['speed_ratio'])})")
         model_px, game_px = r["model_px_by_frame"], r["game_px_by_frame"]
         if len(model_px) > EARLY:  # a short horizon has no later frames to set beside the first
             print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game "
