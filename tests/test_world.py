@@ -363,6 +363,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     from mariofm.cli import main
     from mariofm.record import record_clips
     from mariofm.train import train
+    from mariofm.world_eval import print_world_table
 
     data, out = tmp_path / "long", tmp_path / "world.json"
     record_clips(data, clips=2, frames=132, seed=2, levels="1-1", frame_skip=2, progress=False)
@@ -380,6 +381,14 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
     assert f"frames 250-300 over 1-50: {stability['in_palette_ratio']:.3f}" in printed and "nan" not in printed
+    buttons = report["buttons"]  # the same report as button_scores(horizon=8) would write it: no frames 9+
+    buttons["horizon_frames"] = 8
+    for name, key in ((n, k) for n in ("right+b", "none") for k in ("model_px_by_frame", "game_px_by_frame")):
+        buttons[name][key] = buttons[name][key][:8]
+    print_world_table(report)
+    printed = capsys.readouterr().out
+    assert "8 frames held" in printed and "frames 1-8" not in printed and "frames 9-" not in printed
+    assert "moment by moment r =" in printed and "nan" not in printed
 
 
 # ------------------------------------------------------------------------------------------------ the shipped model
