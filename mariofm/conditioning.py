@@ -52,7 +52,9 @@ Each choice and where it comes from:
   only lost Mario's momentum within 2–4 frames. Fine-tuned with the last 2 context frames made by itself in half
   of each batch, the shipped model keeps its running speed and its 300-frame rollouts keep far more of the game's
   palette (in-palette share, frames 250–300 over 1–50: 0.571 against 0.161; docs/benchmarks.md section 6), at
-  1.5–2.1 dB of teacher-forced one-step PSNR.
+  1.5–2.1 dB of teacher-forced one-step PSNR. What still piles up over hundreds of frames is a colour shift and a
+  chequer on the 2×2 patch grid (metrics.grid_grain); a random shift of the context's colours or of its 2×2
+  pattern in training, for the net to take out, did not remove it (same section).
 - x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
   mostly a copy of the last context frame shifted a little — an easy target in pixel space.
 - cfg.frame_residual: x̂0 = (last context frame, as the net sees it: with its noise) + the head's output, so the

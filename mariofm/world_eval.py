@@ -17,8 +17,9 @@ Three measurements, each beside a reference that needs no model:
    and split by moment: the speeds where the game runs and where it stops, and how well the model's speed follows
    the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops).
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
-   and frame statistics (brightness, contrast, motion between frames, colours per frame) of frames 250-300
-   against frames 1-50, and the same statistics of real frames.
+   and frame statistics (brightness, contrast, motion between frames, colours per frame, and the chequered grain
+   that sits on the model's patch grid: metrics.grid_grain) of frames 250-300 against frames 1-50, and the same
+   statistics of real frames.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from mariofm.conditioning import action_bits, buttons_byte
-from mariofm.metrics import palette_fidelity, palette_usage, real_palette, scroll_stats
+from mariofm.metrics import grid_grain, palette_fidelity, palette_usage, real_palette, scroll_stats
 from mariofm.rollout import check_world_model, policy_actions, rollout
 from mariofm.world_data import NextFrames, held_bits
 
@@ -150,14 +151,15 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
     return out
 
 
-def frame_stats(frames: np.ndarray, palette: np.ndarray) -> dict:
-    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours."""
+def frame_stats(frames: np.ndarray, palette: np.ndarray, period: int = 2) -> dict:
+    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours, and
+    the grain locked to a period×period grid (mariofm.metrics.grid_grain)."""
     x = frames.astype(np.float32)
     packed = frames.reshape(-1, frames.shape[2] * frames.shape[3], 3).astype(np.int64) @ np.array([65536, 256, 1])
     colours = [len(np.unique(f)) for f in packed]
     return dict(in_palette=1 - float(palette_usage(frames, palette)[-1]), brightness=float(x.mean()),
                 contrast=float(x.std(axis=(2, 3, 4)).mean()), motion=float(np.abs(np.diff(x, axis=1)).mean()),
-                colours_per_frame=float(np.mean(colours)))
+                colours_per_frame=float(np.mean(colours)), grid_grain=grid_grain(frames, period))
 
 
 def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0, **sampling) -> dict:
@@ -165,10 +167,10 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
     context, real_bits, real = held_out_starts(model.cfg, data, 50, num, seed + 1)
     played = torch.stack([action_bits(policy_actions("random", frames, seed + i)) for i in range(len(context))])
     made = rollout(model, context, torch.cat([real_bits[:, :k], played], dim=1), seed=seed, **sampling)
-    palette = real_palette(real)
-    first, last = frame_stats(made[:, :50], palette), frame_stats(made[:, 250:300], palette)
+    palette, period = real_palette(real), max(model.cfg.patch_size, 2)  # the grid of the model's patches
+    first, last = (frame_stats(made[:, a:a + 50], palette, period) for a in (0, 250))
     return dict(rollouts=len(made), frames=frames, policy="random", first_50=first, last_50=last,
-                real_50=frame_stats(real, palette),
+                real_50=frame_stats(real, palette, period), grain_period=period,
                 in_palette_ratio=last["in_palette"] / max(first["in_palette"], 1e-12))
 
 
@@ -221,7 +223,8 @@ def print_world_table(report: dict) -> None:
     for key in ("first_50", "last_50", "real_50"):
         r = s[key]
         print(f"  {key:8s} in-palette {r['in_palette']:.3f}  brightness {r['brightness']:.1f}  contrast "
-              f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}")
+              f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}  grid grain "
+              f"{r['grid_grain']:.1f}")
     print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
 
 

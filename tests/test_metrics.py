@@ -14,6 +14,7 @@ from mariofm.data import resize_frame
 from mariofm.features import FrameFeatures, VideoFeatures, bootstrap_interval, frechet_distance, kernel_distance
 from mariofm.metrics import (
     compare,
+    grid_grain,
     palette_fidelity,
     scroll_distance,
     scroll_stats,
@@ -241,6 +242,20 @@ def test_palette_fidelity_counts_off_palette_pixels():
     # usage: real (red .5, blue .5, off 0), fake (red .5, blue .2, off .3): TV = 0.5 (0 + .3 + .3)
     assert out["palette_tv"] == pytest.approx(0.3)
     assert out["in_palette_floor"] == 1 and out["palette_tv_floor"] == 0
+
+
+def test_grid_grain_finds_a_pattern_that_stays_on_the_grid_and_not_one_that_moves():
+    """A checkerboard ±a on a flat colour: every pixel's 3×3 neighbourhood mean is ±a/9 (5 pixels of its sign, 4
+    of the other), so its detail is ±8a/9 at the same place in every frame. The same board moved one pixel each
+    frame flips sign frame to frame and averages out; at period 4 a period-2 board still sits on the grid."""
+    a = 10
+    board = np.where(np.add.outer(np.arange(12), np.arange(16)) % 2 == 0, a, -a)[..., None]  # (12, 16, 1)
+    still = np.broadcast_to(100 + board, (2, 4, 12, 16, 3)).astype(np.uint8)
+    moving = still.copy()
+    moving[:, 1::2] = np.roll(still[:, 1::2], 1, axis=3)
+    assert grid_grain(still) == pytest.approx(8 * a / 9) and grid_grain(still, period=4) == pytest.approx(8 * a / 9)
+    assert grid_grain(moving) == pytest.approx(0, abs=1e-9)
+    assert grid_grain(np.full((1, 2, 12, 16, 3), 77, np.uint8)) == 0
 
 
 def _panning_video(speed: int, n: int = 3, t: int = 6, h: int = 60, w: int = 64) -> np.ndarray:

@@ -381,6 +381,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
     assert f"frames 250-300 over 1-50: {stability['in_palette_ratio']:.3f}" in printed and "nan" not in printed
+    assert stability["grain_period"] == 2 and f"grid grain {stability['last_50']['grid_grain']:.1f}" in printed
     buttons = report["buttons"]  # the same report as button_scores(horizon=8) would write it: no frames 9+
     buttons["horizon_frames"] = 8
     for name, key in ((n, k) for n in ("right+b", "none") for k in ("model_px_by_frame", "game_px_by_frame")):
