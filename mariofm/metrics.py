@@ -102,7 +102,7 @@ def grid_grain(videos: np.ndarray, period: int = 2) -> float:
     pixels with the same position modulo `period`: period² values per channel, and their mean |value|. Detail
     that moves with the scene averages out; a bias that a patch head (mariofm.unet.unpatchify) leaves at the same
     place of every patch does not. A checkerboard ±a on a flat colour scores 8a/9 at period 2; real 60×64
-    footage about 2.4 (its 8-pixel tiles leave a little)."""
+    footage about 2 (its 8-pixel tiles leave a little)."""
     x = np.asarray(videos, np.float64).reshape(-1, *np.shape(videos)[-3:])  # (frames, H, W, 3)
     h, w = x.shape[1:3]
     pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
