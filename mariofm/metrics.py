@@ -106,6 +106,7 @@ def grid_grain(videos: np.ndarray, period: int = 2) -> float:
     x = np.asarray(videos, np.float64).reshape(-1, *np.shape(videos)[-3:])  # (frames, H, W, 3)
     h, w = x.shape[1:3]
     pad = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    # the border, whose neighbourhood is padding, is dropped: each place's label shifts by one, its value does not
     detail = (x - sum(pad[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9)[:, 1:-1, 1:-1]
     cells = [detail[:, a::period, b::period].mean((0, 1, 2)) for a in range(period) for b in range(period)]
     return float(np.abs(np.array(cells)).mean())

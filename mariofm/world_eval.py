@@ -151,7 +151,7 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
     return out
 
 
-def frame_stats(frames: np.ndarray, palette: np.ndarray, period: int = 2) -> dict:
+def frame_stats(frames: np.ndarray, palette: np.ndarray, period: int) -> dict:
     """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours, and
     the grain locked to a period×period grid (mariofm.metrics.grid_grain)."""
     x = frames.astype(np.float32)
