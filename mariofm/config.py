@@ -43,9 +43,10 @@ class Config:
     context_noise: float = 0.1  # training: context frames get N(0, σ²) noise, σ ~ U(0, context_noise)
     play_noise: float = 0.02  # playing: the σ the rollout adds to its context frames (<= context_noise)
     frame_residual: bool = False  # world model, x0-prediction: x̂0 = last context frame + the net's output
+    grid_free: bool = False  # ... with patch_size > 1: that output has the same frame-wide mean at each patch place
     action_dropout: float = 0.0  # training: share of samples whose buttons become "unknown" (> 0: guidance works)
     action_guidance: float = 1.0  # playing: w of v_unknown + w·(v_buttons − v_unknown); 1 = the buttons as given
-    own_frames: int = 0  # training: the last R context frames are the model's own, made as it plays (rollout.py)
+    own_frames: int = 0  # training: the model makes R frames as it plays, the last min(R, K) are its context
     own_share: float = 0.5  # ... for this share of each batch; the rest keeps real context frames
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
@@ -152,16 +153,20 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config field action_guidance={cfg.action_guidance!r} needs a world model trained with "
                          "action_dropout > 0 (it has the 'unknown buttons' embedding guidance compares with); "
                          "set action_guidance=1, or train with e.g. action_dropout=0.15")
-    if not isinstance(cfg.own_frames, int) or not 0 <= cfg.own_frames <= cfg.context_frames:
-        raise ValueError(f"config field own_frames={cfg.own_frames!r} must be an integer from 0 to context_frames="
-                         f"{cfg.context_frames}: how many of the K context frames the model makes itself in "
-                         "training (e.g. 2 for a world model; 0 = off)")
+    if not isinstance(cfg.own_frames, int) or cfg.own_frames < 0 or (cfg.own_frames and not cfg.context_frames):
+        raise ValueError(f"config field own_frames={cfg.own_frames!r} must be an integer >= 0, and 0 unless "
+                         f"context_frames > 0 (it is {cfg.context_frames}): how many frames a world model makes "
+                         "itself in training before the target (e.g. 2; more than K: a chain whose last K frames are "
+                         "the context; 0 = off)")
     if not 0 < cfg.own_share <= 1:
         raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "
                          "whose last own_frames context frames the model makes itself (e.g. 0.5)")
     if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
         raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
                          "context_frames > 0 and prediction='x0' (or frame_residual=False)")
+    if cfg.grid_free and not (cfg.frame_residual and cfg.patch_size > 1):
+        raise ValueError("config field grid_free=True evens out the change that frame_residual adds, place by place "
+                         "of the patch grid: it needs frame_residual=True and patch_size > 1 (or grid_free=False)")
     if cfg.context_frames and cfg.sequence_length != 1:
         raise ValueError(f"config field sequence_length={cfg.sequence_length} must be 1 when context_frames="
                          f"{cfg.context_frames}: a world model predicts one frame at a time")

@@ -3,9 +3,9 @@
     python -m mariofm train --init mariofm/checkpoints/mariofm_world.safetensors --set own_frames=4 own_share=0.5
 
 The trainer (mariofm.train.train_step) calls `own_context` on each batch before the loss: in part of the batch
-the last R context frames are replaced by frames the model's EMA copy makes from the real frames before them, as
-it plays (mariofm.rollout.next_frame). The data (mariofm.world_data.NextFrames with own_frames = R) holds K + R
-frames before each target for that.
+the model's EMA copy plays R frames from the K real frames before them (mariofm.rollout.next_frame), and the last
+min(R, K) context frames are its own; with R > K the whole context comes from a chain of R of its frames. The data
+(mariofm.world_data.NextFrames with own_frames = R) holds K + R frames before each target for that.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tenso
     """Training on the model's own frames (cfg.own_frames = R): the context a world model reads when it plays.
 
     context (B, 3, K + R, H, W) real frames and bits (B, K + R + 1, 8) from NextFrames with own_frames = R. For
-    the first `own` samples the model makes the last R context frames itself from the K real frames before them
-    and the real buttons, exactly as it plays (next_frame: its sampler, guidance and play noise); the others keep
-    their real frames. Returns the window that ends at the real target frame: context (B, 3, K, H, W) and bits
-    (B, K + 1, 8). The loss then asks for the REAL next frame after the model's own frames. (No decorator: next_frame
-    runs under no_grad, and mutmut, docs/testing.md, skips decorated functions.)
+    the first `own` samples the model plays R frames from the K real frames before them with the real buttons,
+    exactly as it plays (next_frame: its sampler, guidance and play noise), and they take the place of the last R
+    frames (all K when R > K); the others keep their real frames. Returns the window that ends at the real target
+    frame: context (B, 3, K, H, W) and bits (B, K + 1, 8). The loss then asks for the REAL next frame after the
+    model's own frames. (No decorator: next_frame runs under no_grad, and mutmut, docs/testing.md, skips decorated
+    functions.)
 
     Why: a rollout's context is the model's output, not a recording. Its errors are not Gaussian noise (play-time
     context noise did not help, docs/benchmarks.md section 6): the frames are softer and move less than the game, so

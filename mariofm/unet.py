@@ -69,6 +69,22 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, c * p * p, t, h // p, w // p)
 
 
+def grid_free(change: torch.Tensor, p: int) -> torch.Tensor:
+    """Take the patch grid's own pattern out of a patchified change (B, C·p·p, T, h, w) (cfg.grid_free).
+
+    Each channel of a patchified frame is one place of the p×p patch. A world model adds its change to the last
+    frame (frame_residual) every frame, so an offset the head gives one place more than another (a fraction of an
+    8-bit unit is enough) piles up into a chequer over hundreds of frames (metrics.grid_grain). Here the
+    frame-wide mean of each place becomes the mean over the p² places of its colour: the change keeps its detail
+    and its colour shift but carries no offset per place. Real frame-to-frame changes have such offsets too
+    (scrolling textures whose period is the patch), about 2 units; they come and go, the model's stay.
+    """
+    b, cpp, t, h, w = change.shape
+    x = change.view(b, cpp // (p * p), p * p, t, h, w)
+    place_mean = x.mean((4, 5), keepdim=True)
+    return (x - place_mean + place_mean.mean(2, keepdim=True)).view_as(change)
+
+
 def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """The inverse of `patchify`: (B, C·p·p, T, H, W) -> (B, C, T, H·p, W·p)."""
     if p == 1:
@@ -185,7 +201,7 @@ class VideoUNet(nn.Module):
         self.channels, self.time_dim = cfg.video_channels, td
         self.recompute_activations = cfg.recompute_activations
         self.time_scale, self.prediction, self.t_min = cfg.time_scale, cfg.prediction, cfg.t_min
-        self.frame_residual = cfg.frame_residual
+        self.frame_residual, self.grid_free = cfg.frame_residual, cfg.grid_free
         self.time_mlp = nn.Sequential(nn.Linear(td, td), nn.SiLU(), nn.Linear(td, td))
         self.patch = cfg.patch_size
         # a world model reads the noisy next frame stacked with K context frames (mariofm.conditioning)
@@ -257,7 +273,8 @@ class VideoUNet(nn.Module):
             for block in blocks:
                 h = self._block(block, h, emb)
             h = up(h)
-        out = unpatchify(self.head(h), self.patch)
+        out = self.head(h)
+        out = unpatchify(grid_free(out, self.patch) if self.grid_free else out, self.patch)
         if self.frame_residual:  # x̂0 = last context frame + a change (mariofm.conditioning)
             out = out + last
         return velocity_from_x0(x, out, t, self.t_min) if self.prediction == "x0" else out

@@ -268,13 +268,14 @@ def test_guidance_needs_a_world_model_trained_with_action_dropout(changes):
 
 
 # --- training on the model's own frames (mariofm/own_frames.py) -------------------------------------------
-@pytest.mark.parametrize("r, k", [(-1, 4), (5, 4), (1, 0), (1.0, 4)])
-def test_own_frames_are_a_whole_number_of_the_context_frames(r, k):
-    with pytest.raises(ValueError, match=message(f"config field own_frames={r!r} must be an integer from 0 to "
-                                                 f"context_frames={k}: how many of the K context frames the model "
-                                                 "makes itself in training (e.g. 2 for a world model; 0 = off)")):
+@pytest.mark.parametrize("r, k", [(-1, 4), (1, 0), (1.0, 4)])
+def test_own_frames_are_a_whole_number_for_a_world_model(r, k):
+    with pytest.raises(ValueError, match=message(f"config field own_frames={r!r} must be an integer >= 0, and 0 "
+                                                 f"unless context_frames > 0 (it is {k}): how many frames a world "
+                                                 "model makes itself in training before the target (e.g. 2; more "
+                                                 "than K: a chain whose last K frames are the context; 0 = off)")):
         Config(context_frames=k, sequence_length=1 if k else 8, own_frames=r)
-    assert Config(**WORLD, own_frames=4).own_frames == 4 and Config(**WORLD, own_frames=0).own_frames == 0
+    assert Config(**WORLD, own_frames=8).own_frames == 8 and Config(**WORLD, own_frames=0).own_frames == 0
 
 
 @pytest.mark.parametrize("share", [0.0, -0.5, 1.01, float("nan")])

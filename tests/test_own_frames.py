@@ -33,7 +33,7 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return frames.add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
-@pytest.mark.parametrize("own_frames", [1, K])
+@pytest.mark.parametrize("own_frames", [1, K, K + 2])
 def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, own_frames):
     data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=own_frames, progress=False)
     batch = collate([data[i] for i in (3, 40, 77)])
@@ -43,10 +43,10 @@ def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, ow
     window, window_bits = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5))
     assert window.shape == (3, 3, K, 32, 32) and torch.equal(window_bits, bits[:, own_frames:])
     assert model.training  # its mode is given back
-    # sample 0: its last own_frames frames are a rollout from its first K real frames with the real buttons
+    # sample 0: its last own_frames frames (all K, past K) are a rollout from its first K real frames and buttons
     made = rollout(model, to_uint8(context[0, :, :K]), bits[0, :K + own_frames], seed=5)
-    assert np.array_equal(to_uint8(window[0, :, K - own_frames:]), made)
-    assert torch.equal(window[0, :, :K - own_frames], context[0, :, own_frames:K])  # the real frames before them
+    assert np.array_equal(to_uint8(window[0, :, max(K - own_frames, 0):]), made[-K:])
+    assert torch.equal(window[0, :, :max(K - own_frames, 0)], context[0, :, own_frames:K])  # real frames before
     assert not torch.equal(window[0], context[0, :, own_frames:])  # made frames are not the recording
     assert torch.equal(window[1:], context[1:, :, own_frames:])  # the other samples keep the recording
     g = torch.Generator().manual_seed(5)

@@ -1,6 +1,6 @@
 """The play loop of notebook 06 (mariofm.play), driven headless through the callbacks a browser drives: toggle a
 button, tick the timer, press reset, with the shipped world model on real recorded frames. Holding right should
-scroll the view more than holding nothing: the shipped model does not yet, and that test is marked so."""
+scroll the view more than holding nothing (the shipped model: 23 px against 1 px over 30 frames)."""
 
 from __future__ import annotations
 
