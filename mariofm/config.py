@@ -160,7 +160,7 @@ def validate(cfg: Config) -> None:
                          "the context; 0 = off)")
     if not 0 < cfg.own_share <= 1:
         raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "
-                         "whose last own_frames context frames the model makes itself (e.g. 0.5)")
+                         "whose context frames the model makes itself (own_frames; e.g. 0.5)")
     if cfg.frame_residual and not (cfg.context_frames and cfg.prediction == "x0"):
         raise ValueError("config field frame_residual=True needs a world model with x0-prediction: set "
                          "context_frames > 0 and prediction='x0' (or frame_residual=False)")

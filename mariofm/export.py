@@ -82,7 +82,8 @@ def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = Non
                          run / CHECKPOINT, "training checkpoint")
     if bad := sorted(set(play or {}) - set(PLAY_FIELDS)):
         raise ValueError(f"--set {bad}: only the play-time fields {PLAY_FIELDS} may change at export")
-    trained = {k: state["config"].get(k) for k in (play or {})}
+    defaults = Config().to_dict()  # a field newer than the run: it trained with the default
+    trained = {k: state["config"].get(k, defaults[k]) for k in (play or {})}
     state["config"] = Config.from_dict({**state["config"], **(play or {})}).to_dict()  # validated
     losses = final_losses(run)
     report = read_report(metrics) if metrics else None

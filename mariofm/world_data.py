@@ -72,7 +72,7 @@ class NextFrames(Dataset):
             span = self.context_frames * frame_stride + 1
             asked = f"context_frames={context_frames}" + (f" with own_frames={own_frames}" if own_frames else "")
             raise NoDataError(root, f"{asked} at frame_stride={frame_stride} needs clips of at least {span} "
-                                    f"recorded frames (K context frames + the next one). "
+                                    f"recorded frames (K context frames, the own frames in training, the next one). "
                                     f"{str(err).splitlines()[0]}") from None
 
     @classmethod

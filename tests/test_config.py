@@ -281,8 +281,8 @@ def test_own_frames_are_a_whole_number_for_a_world_model(r, k):
 @pytest.mark.parametrize("share", [0.0, -0.5, 1.01, float("nan")])
 def test_own_share_is_a_share_above_zero(share):
     with pytest.raises(ValueError, match=message(f"config field own_share={share!r} must lie in (0, 1]: the share "
-                                                 "of each batch whose last own_frames context frames the model "
-                                                 "makes itself (e.g. 0.5)")):
+                                                 "of each batch whose context frames the model makes itself "
+                                                 "(own_frames; e.g. 0.5)")):
         Config(**WORLD, own_frames=2, own_share=share)
     assert Config(**WORLD, own_frames=2, own_share=1.0).own_share == 1.0
     assert Config(**WORLD, own_frames=2, own_share=0.01).own_share == 0.01

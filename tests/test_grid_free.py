@@ -1,11 +1,16 @@
 """cfg.grid_free (mariofm.unet.grid_free): a world model's change to the last frame carries no offset per place of
 the patch grid, the offset that piles up into a chequer over a long rollout (metrics.grid_grain)."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
+from mariofm.checkpoint import load_model
+from mariofm.cli import main
 from mariofm.config import Config, preset
+from mariofm.train import train
 from mariofm.unet import VideoUNet, grid_free, patchify, unpatchify
 
 P = 2
@@ -60,3 +65,14 @@ def test_the_model_adds_a_change_without_a_grid_offset(grid):
 def test_grid_free_needs_a_residual_on_a_patch_grid(changes):
     with pytest.raises(ValueError, match="grid_free=True evens out the change that frame_residual adds"):
         Config(**{**preset("world-smoke", patch_size=P).to_dict(), "grid_free": True, **changes})
+
+
+def test_export_switches_it_on_for_weights_trained_without_it(mario_clips, tmp_path, capsys):
+    """grid_free needs no weights, so it is a play-time field of `export --set`; the card says how it trained."""
+    train(preset("world-smoke", patch_size=P), mario_clips, tmp_path / "run", steps=1, progress=False)
+    out = tmp_path / "world.safetensors"
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(out), "--set", "grid_free=true"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["config"]["grid_free"] is True and card["training"]["config_play_fields"] == {"grid_free": False}
+    model, cfg = load_model(out)
+    assert cfg.grid_free and model.grid_free
