@@ -167,6 +167,11 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   itself, exactly as it plays, in half of each batch, and the *real* next frame as the target (`own_frames`,
 #   `mariofm.own_frames.own_context`; scheduled sampling, Bengio et al. 2015). It keeps the running speed now, and
 #   its 300-frame rollouts stay on the game's palette far longer (the model card has the numbers).
+# - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
+#   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
+#   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with
+#   `grid_free`: averaged over the frame, its change is the same at the 4 places (`mariofm.unet.grid_free`); the
+#   chequer is gone and the rest of the change is kept.
 #
 # The buttons as the model sees them: one bit per button of the NES controller byte, in the order of
 # `mariofm.conditioning.BUTTONS` (a recorded frame's byte is stored in `<clip>.actions.npy`):
