@@ -286,4 +286,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["VideoUNet", "Conv3DBlock", "Residual3DBlock", "Down3D", "Up3D", "TemporalAttention", "patchify",
-           "unpatchify", "sinusoidal_embedding", "count_parameters"]
+           "unpatchify", "grid_free", "sinusoidal_embedding", "count_parameters"]
