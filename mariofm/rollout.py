@@ -250,6 +250,9 @@ def _cli(args) -> int:
 
     if args.frames < 1:
         raise ValueError(f"--frames {args.frames}: ask for at least one frame")
+    out = Path(args.out)
+    if out.suffix not in (".gif", ".mp4"):  # checked before the rollout: it can take minutes
+        raise ValueError(f"--out {out}: name a .gif or .mp4 file, e.g. --out {out.with_suffix('.gif')}")
     model, cfg = load_model(args.checkpoint or WORLD_SHIPPED, device=args.device or "cpu")
     context, real = recording_start(args.data, cfg, args.clip, args.start, args.split)
     k = cfg.context_frames
@@ -266,7 +269,6 @@ def _cli(args) -> int:
     frames = rollout(model, context, actions, steps=args.steps or cfg.sample_steps,
                      solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance)
     seconds = time.perf_counter() - begin
-    out = Path(args.out)
     video = np.concatenate([context, frames])  # the real start, then the model's frames
     (write_mp4 if out.suffix == ".mp4" else write_gif)(out, video, cfg.fps)
     print(f"wrote {out}: {k} real + {len(frames)} generated frames in {seconds:.1f} s "

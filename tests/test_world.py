@@ -259,6 +259,10 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resuming"
     assert (whole / "rollout_epoch1.gif").is_file()
+    for bad in ("r", "r.png"):  # refused before any frame is made, nothing written
+        assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--out", str(tmp_path / bad),
+                     "--frames", "5"]) == 2
+        assert not (tmp_path / bad).exists()
     out = tmp_path / "r.gif"
     assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
                  "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
