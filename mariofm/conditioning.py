@@ -43,9 +43,11 @@ Each choice and where it comes from:
   scrolls further than no buttons in 69% vs 56% of paired rollouts (the game: 62%), 0.26 vs 0.15 px per frame
   (game 0.71), PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame).
   w is a play-time setting (`export --set action_guidance=...`), so it is chosen again for each model, on
-  evaluation starts of their own (`evaluate --world --seed 1`): the shipped model, trained on its own frames, ran
-  1.57× the game's speed with w = 3 and matches its mean speed with w = 1.5 (1.00×), which it plays
-  with (moment by moment it does not stop where the game does: mariofm.world_eval.speed_split).
+  evaluation starts of their own (`evaluate --world --seed 1`): a model trained on its own frames ran 1.57× the
+  game's speed with w = 3 and matched its mean with w = 1.5; the shipped model (mark_own, below) plays with
+  w = 0.75 < 1, which shrinks the buttons' effect: with none held it coasts as the game does (0.77× the game's
+  speed), with right + B it keeps the game's speed where Mario runs free and, like every model so far, does not
+  stop where the game's Mario is stopped (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
@@ -57,6 +59,18 @@ Each choice and where it comes from:
   2×2 pattern in training, for the net to take out, did not remove them (same section). Eight own frames in a
   chain (longer than K) kept the most palette of all (ratio 0.86 on the report's seed 0) but ran 1.8× the game's
   speed and lost 2 dB one step ahead (same section).
+- Which context frames are its own (cfg.mark_own; our choice, after the noise level as an input above and diffusion
+  forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer,
+  and the own-frames runs paid 1.5–2 dB one step ahead from real frames for their stability. With mark_own, a K-bit
+  vector `own` (1: the model made this context frame) is embedded and added like the buttons; a rollout starts at
+  all 0 from the real start frames and shifts in a 1 with each frame it makes (mariofm.rollout.made_by_model), and
+  own_frames training marks the frames the model made. The embedding starts at zero, so a model it is added to
+  (`train --init ... --set mark_own=true`) starts out unchanged. The shipped model (the stage before it, 65 min
+  more with mark_own and own_frames = 2): told that a real context is real it is 1.7 dB sharper one frame ahead
+  than told it is its own (128 starts); one step ahead it went from +2.5 to +3.3 dB over the repeat-last baseline
+  (median, the report's seed 0) and over 300 frames it keeps more of the palette (ratio 0.59 → 0.74). With
+  own_frames = 2 only the last two marks are ever 1 in training, always together: the model has learnt one switch
+  (1111 reads as 0011; docs/benchmarks.md section 6).
 - x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
   mostly a copy of the last context frame shifted a little — an easy target in pixel space.
 - cfg.frame_residual: x̂0 = (last context frame, as the net sees it: with its noise) + the head's output, so the
@@ -114,20 +128,23 @@ def noise_context(context: torch.Tensor, sigma: float, generator: torch.Generato
     return context + sigma * eps.to(device=context.device, dtype=context.dtype)
 
 
-def guided_velocity(model: nn.Module, context: torch.Tensor, actions: torch.Tensor, guidance: float):
+def guided_velocity(model: nn.Module, context: torch.Tensor, actions: torch.Tensor, guidance: float,
+                    own: torch.Tensor | None = None):
     """The velocity v(x, t) a sampler integrates for one frame: the model with these buttons when guidance = 1,
-    else v_unknown + w·(v_buttons − v_unknown) from one call on the doubled batch (see the module docstring)."""
+    else v_unknown + w·(v_buttons − v_unknown) from one call on the doubled batch (see the module docstring).
+    `own` (B, K): which context frames the model made itself (cfg.mark_own; None: all real)."""
     if not 0 <= guidance < float("inf"):
         raise ValueError(f"guidance={guidance!r} must be a finite number >= 0 (1 = the buttons as given, no guidance)")
     if guidance == 1:
-        return functools.partial(model, context=context, actions=actions)
+        return functools.partial(model, context=context, actions=actions, own=own)
     b = context.shape[0]
     unknown = torch.arange(2 * b, device=context.device) >= b  # first half: the buttons; second half: unknown
     both_context, both_actions = torch.cat([context, context]), torch.cat([actions, actions])
+    both_own = None if own is None else torch.cat([own, own])
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         v_buttons, v_unknown = model(torch.cat([x, x]), torch.cat([t, t]), context=both_context,
-                                     actions=both_actions, unknown=unknown).chunk(2)
+                                     actions=both_actions, unknown=unknown, own=both_own).chunk(2)
         return v_unknown + guidance * (v_buttons - v_unknown)
 
     return velocity
@@ -141,7 +158,7 @@ class WorldConditioning(nn.Module):
     """
 
     def __init__(self, context_frames: int, channels: int, time_dim: int, context_noise: float,
-                 play_noise: float, action_dropout: float = 0.0) -> None:
+                 play_noise: float, action_dropout: float = 0.0, mark_own: bool = False) -> None:
         super().__init__()
         self.context_frames, self.channels = context_frames, channels
         self.context_noise, self.play_noise, self.action_dropout = context_noise, play_noise, action_dropout
@@ -151,6 +168,12 @@ class WorldConditioning(nn.Module):
         self.unknown_actions = nn.Parameter(torch.zeros(time_dim)) if action_dropout > 0 else None
         # σ / context_noise in [0, 1]: a scalar, so a small MLP rather than a sinusoidal table
         self.noise_embed = nn.Sequential(nn.Linear(1, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        # which context frames are the model's own (cfg.mark_own); zero at first: a model it is added to (train
+        # --init) starts out computing exactly what it computed before
+        self.own_embed = nn.Linear(context_frames, time_dim) if mark_own else None
+        if self.own_embed is not None:
+            nn.init.zeros_(self.own_embed.weight)
+            nn.init.zeros_(self.own_embed.bias)
 
     def check(self, x: torch.Tensor, context: torch.Tensor | None, actions: torch.Tensor | None) -> None:
         k, c = self.context_frames, self.channels
@@ -169,9 +192,12 @@ class WorldConditioning(nn.Module):
                              f"K context frames and of the next frame (action_bits); got {tuple(actions.shape)}")
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, actions: torch.Tensor | None,
-                unknown: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                unknown: torch.Tensor | None = None, own: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`unknown` (B,) bool: samples whose buttons the model is told it does not know (the unconditional half
-        of guidance, `guided_velocity`); in training mode action_dropout draws it."""
+        of guidance, `guided_velocity`); in training mode action_dropout draws it. `own` (B, K): 1 for each
+        context frame the model made itself, 0 for a real one (None: all real); only a model with cfg.mark_own
+        reads it, others ignore it."""
         self.check(x, context, actions)
         b = x.shape[0]
         if self.training and self.context_noise > 0:  # the global RNG: checkpointed by the trainer
@@ -191,6 +217,12 @@ class WorldConditioning(nn.Module):
             keep = ~unknown.to(device=x.device, dtype=torch.bool).view(b, 1)
             buttons = torch.where(keep, buttons, self.unknown_actions.to(buttons.dtype))
         emb = buttons + self.noise_embed(level)
+        if self.own_embed is not None:
+            own = torch.zeros(b, self.context_frames) if own is None else own
+            if tuple(own.shape) != (b, self.context_frames):
+                raise ValueError(f"own must be (B, K) = {(b, self.context_frames)}: 1 for each context frame the "
+                                 f"model made itself, 0 for a real one; got {tuple(own.shape)}")
+            emb = emb + self.own_embed(own.to(device=x.device, dtype=x.dtype))
         context = context.to(x.dtype)
         stacked = torch.cat([x, context.flatten(1, 2)[:, :, None]], dim=1)
         return stacked, emb, context[:, :, -1:]

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from mariofm.rollout import next_frame
+from mariofm.rollout import made_by_model, next_frame
 
 
 def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, own: int, own_frames: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training on the model's own frames (cfg.own_frames = R): the context a world model reads when it plays.
 
     context (B, 3, K + R, H, W) real frames and bits (B, K + R + 1, 8) from NextFrames with own_frames = R. For
     the first `own` samples the model plays R frames from the K real frames before them with the real buttons,
     exactly as it plays (next_frame: its sampler, guidance and play noise), and they take the place of the last R
     frames (all K when R > K); the others keep their real frames. Returns the window that ends at the real target
-    frame: context (B, 3, K, H, W) and bits (B, K + 1, 8). The loss then asks for the REAL next frame after the
-    model's own frames. (No decorator: next_frame runs under no_grad, and mutmut, docs/testing.md, skips decorated
-    functions.)
+    frame: context (B, 3, K, H, W), bits (B, K + 1, 8) and marks (B, K), 1 for each frame the model made (what a
+    model with cfg.mark_own reads as `own`; a rollout marks its frames the same way). The loss then asks for the
+    REAL next frame after the model's own frames. (No decorator: next_frame runs under no_grad, and mutmut,
+    docs/testing.md, skips decorated functions.)
 
     Why: a rollout's context is the model's output, not a recording. Its errors are not Gaussian noise (play-time
     context noise did not help, docs/benchmarks.md section 6): the frames are softer and move less than the game, so
@@ -35,20 +36,21 @@ def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tenso
     several processes each rank makes the frames of its own slice, so there a run differs from a one-process run.
     """
     k = context.shape[2] - own_frames
+    marks = torch.zeros(context.shape[0], k, device=context.device)
     if own > 0 and own_frames > 0:
         was_training = model.training
         model.eval()  # no context noise or button dropout inside the model: it plays
         try:
-            made, window = context[:own, :, :k], context[:own].clone()
+            made, window, chain = context[:own, :, :k], context[:own].clone(), marks[:own]
             for i in range(own_frames):
                 x = next_frame(model, made, bits[:own, i:i + k + 1], model.cfg.sample_steps, model.cfg.solver,
-                               generator)
-                made = torch.cat([made[:, :, 1:], x], dim=2)
+                               generator, own=chain)
+                made, chain = torch.cat([made[:, :, 1:], x], dim=2), made_by_model(chain)
                 window[:, :, k + i] = x[:, :, 0]
         finally:
             model.train(was_training)
-        context = torch.cat([window, context[own:]])
-    return context[:, :, own_frames:], bits[:, own_frames:]
+        context, marks = torch.cat([window, context[own:]]), torch.cat([chain, marks[own:]])
+    return context[:, :, own_frames:], bits[:, own_frames:], marks
 
 
 __all__ = ["own_context"]

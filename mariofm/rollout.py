@@ -73,15 +73,22 @@ def check_world_model(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, steps: int, solver: str,
-               generator: torch.Generator, guidance: float | None = None) -> torch.Tensor:
+               generator: torch.Generator, guidance: float | None = None, own: torch.Tensor | None = None,
+               ) -> torch.Tensor:
     """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
-    `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity."""
+    `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity. `own` (B, K):
+    1 for each context frame the model made (`made_by_model`; None: all real), for a model with cfg.mark_own."""
     b, c, _, h, w = context.shape
     guidance = model.cfg.action_guidance if guidance is None else guidance
     noisy = noise_context(context, model.world.play_noise, generator)  # once per frame: every step sees it
     x1 = torch.randn((b, c, 1, h, w), generator=generator).to(context.device)
-    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance), x1, steps, solver)
+    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance, own), x1, steps, solver)
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
+
+
+def made_by_model(own: torch.Tensor) -> torch.Tensor:
+    """The context's marks (B, K) after one more frame of the model's own: they move one frame on, the new is 1."""
+    return torch.cat([own[:, 1:], torch.ones_like(own[:, :1])], dim=1)
 
 
 @torch.no_grad()
@@ -110,10 +117,11 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     was_training = model.training
     model.eval()
     ctx, out = _frames_tensor(context, device), []
+    own = torch.zeros(context.shape[0], k)  # the context starts real
     try:
         for i in range(bits.shape[1] - k):
-            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance)
-            ctx = torch.cat([ctx[:, :, 1:], x], dim=2)
+            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance, own)
+            ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own)
             out.append(_to_uint8(x))
             if callback is not None:
                 callback(i, out[-1])
@@ -145,6 +153,7 @@ class World:
             raise ValueError(f"context_actions must be the buttons of the {self.k} context frames; got shape "
                              f"{tuple(np.shape(context_actions))}")
         self.context, self.bits = _frames_tensor(context[None], self.device), bits[None]
+        self.own = torch.zeros(1, self.k)  # real frames
         self.generator = torch.Generator().manual_seed(self.seed)
 
     @property
@@ -156,10 +165,12 @@ class World:
         """The next frame, uint8 (H, W, 3), with `buttons` held over it: a byte, a name ("right+b") or bits (8,)."""
         if isinstance(buttons, str):
             buttons = buttons_byte(buttons)
-        new = as_bits(np.array(buttons) if not isinstance(buttons, np.ndarray) else buttons).reshape(1, 1, -1)
+        buttons = np.asarray(buttons)
+        new = as_bits(buttons.reshape(1, -1) if buttons.dtype.kind == "f" else buttons).reshape(1, 1, -1)
         bits = torch.cat([self.bits, new], dim=1)
-        x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance)
-        self.context = torch.cat([self.context[:, :, 1:], x], dim=2)
+        x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance,
+                       self.own)
+        self.context, self.own = torch.cat([self.context[:, :, 1:], x], dim=2), made_by_model(self.own)
         self.bits = bits[:, 1:]
         return _to_uint8(x)[0]
 
@@ -276,5 +287,5 @@ def _cli(args) -> int:
     return 0
 
 
-__all__ = ["rollout", "World", "next_frame", "preview", "policy_actions", "read_actions",
+__all__ = ["rollout", "World", "next_frame", "made_by_model", "preview", "policy_actions", "read_actions",
            "recording_start", "as_bits", "RANDOM_BUTTONS"]

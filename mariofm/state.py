@@ -26,6 +26,8 @@ from mariofm.schedule import Budget, make_scheduler
 from mariofm.unet import VideoUNet
 
 # what a checkpoint must hold to resume from (video_model.pt holds only config, weights and step)
+# parts a model may gain when a run starts from it (--init): they start at zero, so the model computes what it did
+ADDED_AT_ZERO = ("world.own_embed.",)
 RESUMABLE = ("config", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "step", "elapsed", "budget")
 
 
@@ -98,13 +100,15 @@ class Run:
     def start_from(self, path: str | Path) -> None:
         """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning)."""
         weights = load_model(path)[0].state_dict()  # on the CPU: load_state_dict copies to the run's device
+        # a part this config adds that starts at zero (mark_own's embedding) may be missing: it starts as built
+        added = {k: v for k, v in self.model.state_dict().items() if k.startswith(ADDED_AT_ZERO) and k not in weights}
         try:
-            self.model.load_state_dict(weights)
+            self.model.load_state_dict(weights | added)
         except RuntimeError as err:
             raise ValueError(f"--init {path}: its weights do not fit the net this run's config builds "
                              f"({str(err).splitlines()[-1].strip()}); give the architecture fields it was "
                              f"trained with (--preset/--set)") from None
-        self.ema.module.load_state_dict(weights)
+        self.ema.module.load_state_dict(weights | added)
 
     def save(self, out: Path) -> None:
         """checkpoint.pt to resume; video_model.pt with just the config and weights, to generate."""

@@ -74,10 +74,12 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
     amp_dtype = autocast_dtype(dev, cfg)
     if cfg.own_frames:  # a world model reads its own last R context frames in part of the batch (rollout.py)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            batch["context"], batch["actions"] = own_context(run.ema.module, batch["context"], batch["actions"],
-                                                             round(cfg.own_share * len(x0)), cfg.own_frames,
-                                                             run.noise_gen)
+            batch["context"], batch["actions"], marks = own_context(run.ema.module, batch["context"],
+                                                                  batch["actions"], round(cfg.own_share * len(x0)),
+                                                                  cfg.own_frames, run.noise_gen)
     cond = conditioning(run.model, batch)  # e.g. actions, for a model that declares them; {} for VideoUNet
+    if cfg.mark_own and cfg.own_frames:  # which context frames it made (without own_frames: all real, the default)
+        cond["own"] = marks.to(dev)
     n, m = x0.shape[0], x0.shape[0] // cfg.grad_accum  # clips on this rank, per micro-batch
     mine = slice(dist.rank * n, (dist.rank + 1) * n)
     noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=run.noise_gen)[mine].to(dev)

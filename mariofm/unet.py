@@ -206,7 +206,7 @@ class VideoUNet(nn.Module):
         self.patch = cfg.patch_size
         # a world model reads the noisy next frame stacked with K context frames (mariofm.conditioning)
         self.world = WorldConditioning(cfg.context_frames, cfg.video_channels, td, cfg.context_noise,
-                                       cfg.play_noise, cfg.action_dropout) if cfg.context_frames else None
+                                       cfg.play_noise, cfg.action_dropout, cfg.mark_own) if cfg.context_frames else None
         self.conditions: tuple[str, ...] = ("context", "actions") if self.world else ()
         in_ch = cfg.video_channels * (cfg.context_frames + 1)
         self.stem = make_conv(in_ch * self.patch**2, chs[0], kind)
@@ -244,7 +244,8 @@ class VideoUNet(nn.Module):
         return block(h, emb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None,
-                actions: torch.Tensor | None = None, unknown: torch.Tensor | None = None) -> torch.Tensor:
+                actions: torch.Tensor | None = None, unknown: torch.Tensor | None = None,
+                own: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.channels or x.shape[3] % self.factor or x.shape[4] % self.factor:
             raise ValueError(f"expected x of shape (B, {self.channels}, T, H, W) with H and W divisible by "
                              f"{self.factor}; got {tuple(x.shape)}. Resize the clips or change channel_mults")
@@ -256,9 +257,9 @@ class VideoUNet(nn.Module):
         emb = self.time_mlp(sinusoidal_embedding(t, self.time_dim, self.time_scale).to(x.dtype))
         inputs = x
         if self.world is not None:
-            inputs, cond, last = self.world(x, context, actions, unknown)
+            inputs, cond, last = self.world(x, context, actions, unknown, own)
             emb = emb + cond  # buttons and context-noise level reach every block's scale-and-shift
-        elif context is not None or actions is not None or unknown is not None:
+        elif context is not None or actions is not None or unknown is not None or own is not None:
             raise ValueError("this model is unconditional (context_frames=0): it takes no context or actions")
         h, skips = self.stem(patchify(inputs, self.patch)), []
         for blocks, down in zip(self.down_blocks, self.downs):

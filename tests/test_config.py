@@ -286,3 +286,11 @@ def test_own_share_is_a_share_above_zero(share):
         Config(**WORLD, own_frames=2, own_share=share)
     assert Config(**WORLD, own_frames=2, own_share=1.0).own_share == 1.0
     assert Config(**WORLD, own_frames=2, own_share=0.01).own_share == 0.01
+
+
+def test_only_a_world_model_is_told_which_context_frames_are_its_own():
+    with pytest.raises(ValueError, match=message("config field mark_own=True tells a world model which context "
+                                                 "frames it made itself: it needs context_frames > 0 (or "
+                                                 "mark_own=False)")):
+        Config(mark_own=True)
+    assert Config(**WORLD, mark_own=True).mark_own

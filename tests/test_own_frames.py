@@ -40,8 +40,10 @@ def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, ow
     context, bits = batch["context"], batch["actions"]
     assert context.shape[2] == K + own_frames and bits.shape[1] == K + own_frames + 1
     model = tiny().train()
-    window, window_bits = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5))
+    window, window_bits, marks = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5))
     assert window.shape == (3, 3, K, 32, 32) and torch.equal(window_bits, bits[:, own_frames:])
+    made_here = min(own_frames, K)  # marks: 1 for each frame the model made, only in sample 0
+    assert marks.tolist() == [[0.0] * (K - made_here) + [1.0] * made_here] + [[0.0] * K] * 2
     assert model.training  # its mode is given back
     # sample 0: its last own_frames frames (all K, past K) are a rollout from its first K real frames and buttons
     made = rollout(model, to_uint8(context[0, :, :K]), bits[0, :K + own_frames], seed=5)
@@ -51,8 +53,8 @@ def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, ow
     assert not torch.equal(window[0], context[0, :, own_frames:])  # made frames are not the recording
     assert torch.equal(window[1:], context[1:, :, own_frames:])  # the other samples keep the recording
     g = torch.Generator().manual_seed(5)
-    real, _ = own_context(model, context, bits, 0, own_frames, g)  # no sample of its own: nothing made or drawn
-    assert torch.equal(real, context[:, :, own_frames:])
+    real, _, none = own_context(model, context, bits, 0, own_frames, g)  # no sample of its own: nothing made or drawn
+    assert torch.equal(real, context[:, :, own_frames:]) and not none.any()
     assert torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())
 
 
@@ -118,3 +120,60 @@ def test_a_single_recording_trains_on_own_frames_and_is_validated_on_real_ones(m
         shutil.copy(path, tmp_path / path.name)
     run = train(preset("world-smoke", own_frames=1), tmp_path, tmp_path / "run", steps=2, progress=False)
     assert (run / "rollout_epoch1.gif").is_file()  # the epoch's rollout and validation loss ran on K real frames
+
+
+def marked(model: VideoUNet) -> VideoUNet:
+    """The same net with cfg.mark_own, its weights copied; the marks' embedding perturbed when asked."""
+    copy = VideoUNet(model.cfg.replace(mark_own=True))
+    assert copy.load_state_dict(model.state_dict(), strict=False).missing_keys == ["world.own_embed.weight",
+                                                                                   "world.own_embed.bias"]
+    return copy
+
+
+def test_a_model_told_which_context_frames_are_its_own_reads_the_marks_a_rollout_gives(mario_clips):
+    from mariofm.rollout import made_by_model, next_frame
+
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", progress=False)
+    batch = collate([data[i] for i in (3, 40)])
+    context, bits = batch["context"], batch["actions"]
+    x, t = torch.randn(2, 3, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.7])
+    plain, model = tiny().eval(), marked(tiny()).eval()
+    mine, real = torch.ones(2, K), torch.zeros(2, K)
+    # its embedding starts at zero: the marks change nothing yet, so a run started from a model without them
+    # (train --init) begins with the model it started from
+    assert torch.equal(model(x, t, context=context, actions=bits, own=mine), plain(x, t, context=context, actions=bits))
+    torch.nn.init.normal_(model.world.own_embed.weight, std=1.0)
+    v_mine, v_real = (model(x, t, context=context, actions=bits, own=own) for own in (mine, real))
+    assert not torch.allclose(v_mine, v_real)  # now they do
+    assert torch.equal(model(x, t, context=context, actions=bits), v_real)  # none given: all real
+    assert torch.equal(plain(x, t, context=context, actions=bits, own=mine), plain(x, t, context=context, actions=bits))
+    with pytest.raises(ValueError, match=re.escape(f"own must be (B, K) = (2, {K}): 1 for each context frame")):
+        model(x, t, context=context, actions=bits, own=torch.ones(2, K + 1))
+    # a rollout marks each frame it makes: the first frame reads K real frames, the K-th and later only its own
+    assert made_by_model(torch.tensor([[0.0, 0, 1, 1]])).tolist() == [[0, 1, 1, 1]]
+    start, buttons = to_uint8(context[0]), bits[0, :K].repeat(3, 1)  # K real frames, then 2K of its own
+    played = rollout(model, start, buttons, seed=2)
+    ctx, own, g = context[:1], torch.zeros(1, K), torch.Generator().manual_seed(2)
+    for i, frame in enumerate(played):
+        assert own.tolist() == [[0.0] * (K - min(i, K)) + [1.0] * min(i, K)]  # i of its frames in the context
+        step = next_frame(model, ctx, buttons[None, i:i + K + 1], model.cfg.sample_steps, model.cfg.solver, g,
+                          own=own)
+        assert np.array_equal(to_uint8(step[0]), frame[None]), f"frame {i} is not the one its marks give"
+        ctx, own = torch.cat([ctx[:, :, 1:], step], dim=2), made_by_model(own)
+    again = rollout(model, start, buttons, seed=2)  # the same call again: the same frames
+    assert np.array_equal(again, played)
+    all_real = np.stack([to_uint8(next_frame(model, context[:1], buttons[None, :K + 1], model.cfg.sample_steps,
+                                             model.cfg.solver, torch.Generator().manual_seed(2))[0])[0]])
+    assert np.array_equal(all_real, played[:1])  # the first frame's context is real: marks all 0
+
+
+def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):
+    from mariofm.checkpoint import load_model
+    from mariofm.train import train
+
+    first = train(preset("world-smoke"), mario_clips, tmp_path / "first", steps=1, progress=False)
+    runs = {own: train(preset("world-smoke", mark_own=True, own_frames=own, own_share=1.0), mario_clips,
+                       tmp_path / f"own{own}", steps=1, init=first, progress=False) for own in (0, 1)}
+    weights = {own: load_model(run, ema=False)[0].world.own_embed.weight for own, run in runs.items()}
+    assert not weights[0].any()  # real contexts only: every mark 0, nothing to learn from
+    assert weights[1].any() and not weights[1][:, :K - 1].any()  # one own frame: only the last column moves

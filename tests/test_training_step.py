@@ -147,7 +147,7 @@ def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_th
              "context": torch.randint(0, 256, (2, 3, k, 32, 32), generator=g) / 127.5 - 1,  # 8-bit frames
              "actions": (torch.rand(2, k + 1, 8, generator=g) > 0.5).float()}
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    context, actions = own_context(ema, batch["context"], batch["actions"], 1, 1, noise_gen)
+    context, actions, _ = own_context(ema, batch["context"], batch["actions"], 1, 1, noise_gen)
     noise = torch.randn((2, 3, 1, 32, 32), generator=noise_gen)
     expected_t = sample_t(2, cfg.time_sampling, generator=noise_gen)
     _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)

@@ -220,6 +220,9 @@ def test_rollout_has_the_asked_length_and_the_same_seed_gives_the_same_frames(da
     world = World(model, context, real[:K], seed=1)
     assert np.array_equal(np.stack([world.step(0x41) for _ in range(7)]), frames)
     assert np.array_equal(world.frames, frames[-K:])
+    world.reset(context, real[:K])  # the same buttons as a name, as bits (8,), as a byte array
+    held = [world.step(b) for b in ("right+b", action_bits(np.uint8(0x41)).numpy(), np.uint8(0x41))]
+    assert np.array_equal(np.stack(held), frames[:3])
     batched = rollout(model, np.stack([context, context]), torch.stack([actions, actions]), seed=1)
     assert batched.shape == (2, 7, 32, 32, 3)
 
