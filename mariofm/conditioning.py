@@ -39,15 +39,15 @@ Each choice and where it comes from:
   (v_unknown cancels). With x0-prediction, v = (x_t − x̂0)/max(t, t_min) is affine in x̂0 with the same x_t and t,
   so guiding v is guiding x̂0. `guided_velocity` makes one call on a doubled batch (buttons, unknown). Only a
   model with p > 0 has the "unknown" vector; checkpoints trained without it load and sample exactly as before.
-  Measured (world-cpu, p = 0.15, docs/benchmarks.md section 6): w = 3 against w = 1, same weights: right + B
-  scrolls further than no buttons in 69% vs 56% of paired rollouts (the game: 62%), 0.26 vs 0.15 px per frame
-  (game 0.71), PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame).
-  w is a play-time setting (`export --set action_guidance=...`), so it is chosen again for each model, on
-  evaluation starts of their own (`evaluate --world --seed 1`): a model trained on its own frames ran 1.57× the
-  game's speed with w = 3 and matched its mean with w = 1.5; the shipped model (mark_own, below) plays with
-  w = 0.75 < 1, which shrinks the buttons' effect: with none held it coasts as the game does (0.77× the game's
-  speed), with right + B it keeps the game's speed where Mario runs free and, like every model so far, does not
-  stop where the game's Mario is stopped (mariofm.world_eval.speed_split).
+  Measured (world-cpu, p = 0.15, docs/benchmarks.md section 6): w = 3 against w = 1, same weights: right + B scrolls
+  further than no buttons in 69% vs 56% of paired rollouts (the game: 62%), 0.26 vs 0.15 px per frame (game 0.71),
+  PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame). w is a play-time
+  setting (`export --set action_guidance=...`), so it is chosen again for each model, on evaluation starts of their
+  own (`evaluate --world --seed 1`): a model trained on its own frames ran 1.57× the game's speed with w = 3 and
+  matched its mean with w = 1.5; the shipped model (mark_own, below) plays with w = 0.75 < 1, which shrinks the
+  buttons' effect: with none held its mean speed comes within 30% of the game's (0.77×; it still slows after about 4
+  frames where the game's Mario coasts for 7), with right + B it keeps the game's speed where Mario runs free and,
+  like every model so far, does not stop where the game's Mario is stopped (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
@@ -60,17 +60,19 @@ Each choice and where it comes from:
   chain (longer than K) kept the most palette of all (ratio 0.86 on the report's seed 0) but ran 1.8× the game's
   speed and lost 2 dB one step ahead (same section).
 - Which context frames are its own (cfg.mark_own; our choice, after the noise level as an input above and diffusion
-  forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer,
-  and the own-frames runs paid 1.5–2 dB one step ahead from real frames for their stability. With mark_own, a K-bit
-  vector `own` (1: the model made this context frame) is embedded and added like the buttons; a rollout starts at
-  all 0 from the real start frames and shifts in a 1 with each frame it makes (mariofm.rollout.made_by_model), and
-  own_frames training marks the frames the model made. The embedding starts at zero, so a model it is added to
-  (`train --init ... --set mark_own=true`) starts out unchanged. The shipped model (the stage before it, 65 min
-  more with mark_own and own_frames = 2): told that a real context is real it is 1.7 dB sharper one frame ahead
-  than told it is its own (128 starts); one step ahead it went from +2.5 to +3.3 dB over the repeat-last baseline
-  (median, the report's seed 0) and over 300 frames it keeps more of the palette (ratio 0.59 → 0.74). With
-  own_frames = 2 only the last two marks are ever 1 in training, always together: the model has learnt one switch
-  (1111 reads as 0011; docs/benchmarks.md section 6).
+  forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer, and
+  the own-frames runs paid 1.5–2 dB one step ahead from real frames for their stability. With mark_own, a K-bit vector
+  `own` (1: the model made this context frame) is embedded and added like the buttons; a rollout starts at all 0 from
+  the real start frames and shifts in a 1 with each frame it makes (mariofm.rollout.made_by_model), and own_frames
+  training marks the frames the model made. The embedding starts at zero, so a model it is added to (`train --init ...
+  --set mark_own=true`) starts out unchanged. The shipped model (the stage before it, 65 min more with mark_own and
+  own_frames = 2): told that a real context is real, its PSNR one frame ahead is 1.7 dB higher on average (1.1 dB in
+  the median) than told it is its own (128 starts); one step ahead it went from +2.5 to +3.3 dB over the repeat-last
+  baseline (median, the report's seed 0) and over 300 frames it keeps more of the palette (ratio 0.59 → 0.74). With
+  own_frames = 2 only the last two marks are ever 1 in training, always together: the first two columns of the
+  embedding get no gradient and stay 0, the last two are equal, so the model has learnt one switch (1111 reads as
+  0011, and the second frame of a rollout, 0001, reads as half of it, a state never trained; docs/benchmarks.md
+  section 6). The one-step numbers are from a real context, marks 0000: only a rollout's first frame reads that.
 - x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
   mostly a copy of the last context frame shifted a little — an easy target in pixel space.
 - cfg.frame_residual: x̂0 = (last context frame, as the net sees it: with its noise) + the head's output, so the

@@ -159,7 +159,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
 #   early model needed $w = 3$ to move at all; the shipped one plays with $w = 0.75$, with which it runs at the
-#   game's speed where Mario runs free and coasts when the buttons are released. It does not stop where a
+#   game's speed where Mario runs free and, with no buttons, comes near the game's mean speed (it slows a few
+#   frames sooner than the game's Mario, who coasts). It does not stop where a
 #   staircase or a pit stops the game's Mario (`evaluate --world` prints both; docs/benchmarks.md section 6).
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
@@ -171,8 +172,9 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   for its own, and paid for the stability with sharpness one frame ahead. The shipped model also reads 4 bits,
 #   1 for each context frame it made itself (`mark_own`, embedded and added like the buttons): a rollout starts at
 #   0000 from the real start frames and shifts in a 1 with every frame it makes (0001, 0011, ..., 1111). Trained
-#   with the last 2 frames its own, it has learnt one switch from the last two bits (1111 reads as 0011). Told a
-#   real context is real, it is about 1.7 dB sharper one frame ahead than when told it is its own.
+#   with the last 2 frames its own, it has learnt one switch from the last two bits (1111 reads as 0011; the
+#   first two bits were never 1 in training, so their weights stayed 0). Told a real context is real, its PSNR
+#   one frame ahead is 1.7 dB higher on average than when told it is its own.
 # - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
 #   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
 #   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with
@@ -357,10 +359,13 @@ for name in ("right+b", "none", "left"):
 # SMB's camera never moves left: holding left, Mario walks back on a still screen
 
 # %% [markdown]
-# **2 · Predict, then check (context noise).** The model adds `play_noise` to its context before every frame
-# (the shipped one: 0). Roll out the same 120 frames with `model.world.play_noise = 0.05`, a level it saw in
-# training, and with 0: sharper or blurrier at the end? Compare the mean absolute difference between consecutive
-# frames (a blurry, frozen world barely changes) over the last 30.
+# **2 · Predict, then check (what it is told about its context).** (a) The model adds `play_noise` to its context
+# before every frame (the shipped one: 0). Roll out the same 120 frames with `model.world.play_noise = 0.05`, a
+# level it saw in training, and with 0: sharper or blurrier at the end? Compare the mean absolute difference between
+# consecutive frames (a blurry, frozen world barely changes) over the last 30. (b) A `World` keeps the marks it
+# passes to the model in `world.own` (1 for each context frame it made; 0 after a reset). From the real start, make
+# the next frame with the real buttons twice: told the context is real (as it is), and told it is the model's own
+# (`world.own[:] = 1`). Which is closer to the real next frame?
 
 # %%
 # your answer here
@@ -374,6 +379,15 @@ for level in (0.0, 0.05):
     print(f"play_noise {level:.2f}: mean change between the last 30 frames {change:.2f}, in palette "
           f"{palette_fidelity(frames[None, -30:], real_ref)['in_palette']:.3f}")
 model.world.play_noise = cfg.play_noise  # back to the trained setting
+for told, mark in (("real", 0.0), ("its own", 1.0)):
+    world = World(model, context, real_buttons[:K], seed=0)
+    world.own[:] = mark
+    f = world.step(real_buttons[K].numpy())  # the bits (8,) of the real next frame
+    error = np.abs(f.astype(int) - real_next).mean()
+    print(f"told the context is {told:>7}: mean |model − real next frame| = {error:.2f}")
+print("this model reads the marks" if cfg.mark_own else "this model was trained without mark_own: it ignores them")
+# Told "its own", the shipped model is further from the real frame (1.7 dB lower PSNR one frame ahead on average
+# over 128 starts, docs/benchmarks.md): it has learnt to correct its own frames, which a real context does not need.
 
 # %% [markdown]
 # **3 · Write it yourself (a rollout).** Write `my_rollout(model, context, context_buttons, buttons, seed)` with
@@ -415,26 +429,6 @@ for steps in (4, 6):
 # For the model before this one, over 32 rollouts of 300 frames (docs/benchmarks.md section 6), 6 steps kept more
 # of the palette (the last 50 frames' share over the first 50's: 0.75 against 0.59) but ran faster than the game
 # with right + B and cost 1.5x the time per frame; one rollout can land either way.
-
-# %% [markdown]
-# **5 · Predict, then check (told its own).** A `World` keeps the marks it passes to the model in `world.own`
-# (1 for each context frame it made; 0 after a reset). From the real start, make the next frame with the real
-# buttons twice: once told the context is real (as it is), once told it is the model's own (`world.own[:] = 1`).
-# Which is closer to the real next frame?
-
-# %%
-# your answer here
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-for told, mark in (("real", 0.0), ("its own", 1.0)):
-    world = World(model, context, real_buttons[:K], seed=0)
-    world.own[:] = mark
-    f = world.step(real_buttons[K].numpy())  # the bits (8,) of the real next frame
-    error = np.abs(f.astype(int) - real_next).mean()
-    print(f"told the context is {told:>7}: mean |model − real next frame| = {error:.2f}")
-print("this model reads the marks" if cfg.mark_own else "this model was trained without mark_own: it ignores them")
-# Told "its own", the shipped model expects softer frames that lag the game, and sharpens and moves the picture
-# more than a real context needs: about 1.7 dB lower PSNR one frame ahead over 128 starts (docs/benchmarks.md).
 
 # %% [markdown]
 # ## Play

@@ -122,49 +122,62 @@ def test_a_single_recording_trains_on_own_frames_and_is_validated_on_real_ones(m
     assert (run / "rollout_epoch1.gif").is_file()  # the epoch's rollout and validation loss ran on K real frames
 
 
-def marked(model: VideoUNet) -> VideoUNet:
-    """The same net with cfg.mark_own, its weights copied; the marks' embedding perturbed when asked."""
-    copy = VideoUNet(model.cfg.replace(mark_own=True))
-    assert copy.load_state_dict(model.state_dict(), strict=False).missing_keys == ["world.own_embed.weight",
-                                                                                   "world.own_embed.bias"]
+def marked(model: VideoUNet, **overrides) -> VideoUNet:
+    """The same net with cfg.mark_own (and `overrides`), its weights copied; what it adds starts as built."""
+    copy = VideoUNet(model.cfg.replace(mark_own=True, **overrides))
+    missing = copy.load_state_dict(model.state_dict(), strict=False).missing_keys
+    assert {"world.own_embed.weight", "world.own_embed.bias"} <= set(missing)
     return copy
 
 
 def test_a_model_told_which_context_frames_are_its_own_reads_the_marks_a_rollout_gives(mario_clips):
-    from mariofm.rollout import made_by_model, next_frame
+    from mariofm.conditioning import guided_velocity
+    from mariofm.rollout import World, made_by_model, next_frame
 
     data = NextFrames(mario_clips, K, (32, 32), 2, split="all", progress=False)
     batch = collate([data[i] for i in (3, 40)])
     context, bits = batch["context"], batch["actions"]
     x, t = torch.randn(2, 3, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([0.3, 0.7])
-    plain, model = tiny().eval(), marked(tiny()).eval()
+    plain = tiny().eval()
+    model = marked(plain, action_dropout=0.15).eval()  # guided, as the shipped model plays (w != 1)
     mine, real = torch.ones(2, K), torch.zeros(2, K)
     # its embedding starts at zero: the marks change nothing yet, so a run started from a model without them
     # (train --init) begins with the model it started from
-    assert torch.equal(model(x, t, context=context, actions=bits, own=mine), plain(x, t, context=context, actions=bits))
-    torch.nn.init.normal_(model.world.own_embed.weight, std=1.0)
+    assert torch.equal(model(x, t, context=context, actions=bits, own=mine),
+                       plain(x, t, context=context, actions=bits))
+    for p in (model.world.own_embed.weight, model.world.own_embed.bias, model.world.unknown_actions):
+        torch.nn.init.normal_(p, std=1.0)
     v_mine, v_real = (model(x, t, context=context, actions=bits, own=own) for own in (mine, real))
     assert not torch.allclose(v_mine, v_real)  # now they do
     assert torch.equal(model(x, t, context=context, actions=bits), v_real)  # none given: all real
     assert torch.equal(plain(x, t, context=context, actions=bits, own=mine), plain(x, t, context=context, actions=bits))
     with pytest.raises(ValueError, match=re.escape(f"own must be (B, K) = (2, {K}): 1 for each context frame")):
         model(x, t, context=context, actions=bits, own=torch.ones(2, K + 1))
+    # guidance (one call on a doubled batch) gives both halves the marks: v_unknown + w·(v_buttons − v_unknown)
+    unknown = torch.ones(2, dtype=torch.bool)
+    v_b, v_u = (model(x, t, context=context, actions=bits, own=mine, unknown=u) for u in (None, unknown))
+    guided = guided_velocity(model, context, bits, 2.0, mine)(x, t)
+    torch.testing.assert_close(guided, v_u + 2.0 * (v_b - v_u))
+    assert not torch.allclose(guided, guided_velocity(model, context, bits, 2.0)(x, t))
     # a rollout marks each frame it makes: the first frame reads K real frames, the K-th and later only its own
     assert made_by_model(torch.tensor([[0.0, 0, 1, 1]])).tolist() == [[0, 1, 1, 1]]
     start, buttons = to_uint8(context[0]), bits[0, :K].repeat(3, 1)  # K real frames, then 2K of its own
-    played = rollout(model, start, buttons, seed=2)
+    played = rollout(model, start, buttons, seed=2, guidance=2.0)
     ctx, own, g = context[:1], torch.zeros(1, K), torch.Generator().manual_seed(2)
     for i, frame in enumerate(played):
         assert own.tolist() == [[0.0] * (K - min(i, K)) + [1.0] * min(i, K)]  # i of its frames in the context
         step = next_frame(model, ctx, buttons[None, i:i + K + 1], model.cfg.sample_steps, model.cfg.solver, g,
-                          own=own)
+                          guidance=2.0, own=own)
         assert np.array_equal(to_uint8(step[0]), frame[None]), f"frame {i} is not the one its marks give"
         ctx, own = torch.cat([ctx[:, :, 1:], step], dim=2), made_by_model(own)
-    again = rollout(model, start, buttons, seed=2)  # the same call again: the same frames
-    assert np.array_equal(again, played)
     all_real = np.stack([to_uint8(next_frame(model, context[:1], buttons[None, :K + 1], model.cfg.sample_steps,
-                                             model.cfg.solver, torch.Generator().manual_seed(2))[0])[0]])
+                                             model.cfg.solver, torch.Generator().manual_seed(2), 2.0)[0])[0]])
     assert np.array_equal(all_real, played[:1])  # the first frame's context is real: marks all 0
+    # a World played step by step marks its frames the same way, and starts real again after reset
+    world = World(model, start, buttons[:K], seed=2, guidance=2.0)
+    for _ in range(2):
+        assert np.array_equal(np.stack([world.step(b.numpy()) for b in buttons[K:]]), played)
+        world.reset(start, buttons[:K])
 
 
 def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):
