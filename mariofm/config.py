@@ -48,6 +48,7 @@ class Config:
     action_guidance: float = 1.0  # playing: w of v_unknown + w·(v_buttons − v_unknown); 1 = the buttons as given
     own_frames: int = 0  # training: the model makes R frames as it plays, the last min(R, K) are its context
     own_share: float = 0.5  # ... for this share of each batch; the rest keeps real context frames
+    own_draw: bool = False  # ... each of them makes a number of frames drawn from 1..R (False: always R)
     mark_own: bool = False  # the model is told which context frames are its own (1) and which are real (0)
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
@@ -159,6 +160,9 @@ def validate(cfg: Config) -> None:
                          f"context_frames > 0 (it is {cfg.context_frames}): how many frames a world model makes "
                          "itself in training before the target (e.g. 2; more than K: a chain whose last K frames are "
                          "the context; 0 = off)")
+    if cfg.own_draw and not cfg.own_frames:
+        raise ValueError("config field own_draw=True draws how many of the own_frames each sample makes: it needs "
+                         "own_frames > 0 (e.g. own_frames=8), or own_draw=False")
     if cfg.mark_own and not cfg.context_frames:
         raise ValueError("config field mark_own=True tells a world model which context frames it made itself: it "
                          "needs context_frames > 0 (or mark_own=False)")

@@ -1,51 +1,61 @@
 """Training a world model on its own frames (cfg.own_frames = R): the context it reads when it plays.
 
-    python -m mariofm train --init mariofm/checkpoints/mariofm_world.safetensors --set own_frames=4 own_share=0.5
+    python -m mariofm train --init mariofm/checkpoints/mariofm_world.safetensors --set own_frames=4 own_draw=true
 
 The trainer (mariofm.train.train_step) calls `own_context` on each batch before the loss: in part of the batch
 the model's EMA copy plays R frames from the K real frames before them (mariofm.rollout.next_frame), and the last
-min(R, K) context frames are its own; with R > K the whole context comes from a chain of R of its frames. The data
-(mariofm.world_data.NextFrames with own_frames = R) holds K + R frames before each target for that.
+min(R, K) context frames are its own; with R > K the whole context comes from a chain of R of its frames; with
+cfg.own_draw each sample plays a number of them drawn from 1..R. The data (mariofm.world_data.NextFrames with
+own_frames = R) holds K + R frames before each target for that.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mariofm.rollout import made_by_model, next_frame
+from mariofm.rollout import next_frame
 
 
 def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, own: int, own_frames: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                generator: torch.Generator, counts: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training on the model's own frames (cfg.own_frames = R): the context a world model reads when it plays.
 
     context (B, 3, K + R, H, W) real frames and bits (B, K + R + 1, 8) from NextFrames with own_frames = R. For
     the first `own` samples the model plays R frames from the K real frames before them with the real buttons,
     exactly as it plays (next_frame: its sampler, guidance and play noise), and they take the place of the last R
-    frames (all K when R > K); the others keep their real frames. Returns the window that ends at the real target
-    frame: context (B, 3, K, H, W), bits (B, K + 1, 8) and marks (B, K), 1 for each frame the model made (what a
-    model with cfg.mark_own reads as `own`; a rollout marks its frames the same way). The loss then asks for the
-    REAL next frame after the model's own frames. (No decorator: next_frame runs under no_grad, and mutmut,
-    docs/testing.md, skips decorated functions.)
+    frames (all K when R > K); the others keep their real frames. `counts` (own,) in 1..R (cfg.own_draw): sample j
+    plays only its last counts[j] frames and keeps the real ones before them. Returns the window that ends at the
+    real target frame: context (B, 3, K, H, W), bits (B, K + 1, 8) and marks (B, K), 1 for each frame the model
+    made (what a model with cfg.mark_own reads as `own`; a rollout marks its frames the same way). The loss then
+    asks for the REAL next frame after the model's own frames. (No decorator: next_frame runs under no_grad, and
+    mutmut, docs/testing.md, skips decorated functions.)
 
     Why: a rollout's context is the model's output, not a recording. Its errors are not Gaussian noise (play-time
     context noise did not help, docs/benchmarks.md section 6): the frames are softer and move less than the game, so
     a model trained on real contexts reads "Mario slows down" and stops within a few frames. Feeding it its own
     frames with the real future as the target teaches it to correct them (scheduled sampling, Bengio et al. 2015;
-    the same idea in video diffusion: Self Forcing, Huang et al. 2025). The frames carry no gradient. Under
-    several processes each rank makes the frames of its own slice, so there a run differs from a one-process run.
+    the same idea in video diffusion: Self Forcing, Huang et al. 2025). Drawn counts show a marked model every
+    mix of real and own frames a rollout passes through (0001, 0011, ...), not only the last. The frames carry no
+    gradient. Under several processes each rank makes the frames of its own slice, so there a run differs from a
+    one-process run.
     """
     k = context.shape[2] - own_frames
     marks = torch.zeros(context.shape[0], k, device=context.device)
     if own > 0 and own_frames > 0:
+        first = own_frames - (torch.full((own,), own_frames) if counts is None else counts)  # its first own frame
         was_training = model.training
         model.eval()  # no context noise or button dropout inside the model: it plays
         try:
             made, window, chain = context[:own, :, :k], context[:own].clone(), marks[:own]
             for i in range(own_frames):
-                x = next_frame(model, made, bits[:own, i:i + k + 1], model.cfg.sample_steps, model.cfg.solver,
-                               generator, own=chain)
-                made, chain = torch.cat([made[:, :, 1:], x], dim=2), made_by_model(chain)
+                plays = (first <= i).nonzero().squeeze(1)  # the others still read the recording
+                x, mark = window[:, :, k + i:k + i + 1].clone(), torch.zeros_like(chain[:, :1])
+                if len(plays):
+                    x[plays] = next_frame(model, made[plays], bits[plays, i:i + k + 1], model.cfg.sample_steps,
+                                          model.cfg.solver, generator, own=chain[plays])
+                    mark[plays] = 1.0
+                made, chain = torch.cat([made[:, :, 1:], x], dim=2), torch.cat([chain[:, 1:], mark], dim=1)
                 window[:, :, k + i] = x[:, :, 0]
         finally:
             model.train(was_training)

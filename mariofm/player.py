@@ -3,7 +3,8 @@
 It has moods (run, walk, wait, step back, run back) that last a random while, so the recordings hold every
 button combination a learner can press in the play notebook, each often enough for a world model to learn what
 it does; and it jumps at walls, pits and enemies just ahead, holding A for a random number of frames (a longer
-press makes a higher jump in Super Mario Bros.), plus now and then a jump of random height for no reason.
+press makes a higher jump in Super Mario Bros.), plus now and then a jump of random height for no reason. On
+request (`record --push`) it also has a mood that runs right without ever jumping, into walls (PUSH).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ MOODS = {
     "run back": (LEFT | B, 0.06, (10, 30)),
 }
 FUN_JUMP = 0.02  # chance per decision of a jump of random height for no reason (also while standing)
+# "push" (Player.push, `record --push`): run right and never jump, as a learner who holds right + B without A does.
+# In the game a pipe or a wall then stops Mario and the camera. The other moods jump at most walls within half a
+# second: in the default recordings 17% of the frames with right + B held without A leave Mario where he was, with
+# `--push 0.3` 52%, and a world model trained on them runs on through fewer walls (docs/benchmarks.md section 6).
+PUSH = (RIGHT | B, (60, 240))
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Player:
     stuck: int = 0  # emulated frames spent pushing right without getting further right
     waited: int = 0  # emulated frames spent waiting for something overhead to pass
     best_x: int = 0
+    push: float = 0.0  # chance that a new mood is "push" (PUSH); 0 draws nothing extra: recordings as before
 
     def act(self, game: Game, frames: int) -> int:
         """The buttons to hold for the next `frames` emulated frames."""
@@ -54,10 +61,13 @@ class Player:
         self.mood_left -= frames
         if self.mood_left <= 0 and on_ground:  # no change of mind in mid-air: that is how Mario falls
             names = list(MOODS)
-            self.mood = names[self.rng.choice(len(names), p=[MOODS[n][1] for n in names])]
-            low, high = MOODS[self.mood][2]
+            if self.push and self.rng.random() < self.push:
+                self.mood, (low, high) = "push", PUSH[1]
+            else:
+                self.mood = names[self.rng.choice(len(names), p=[MOODS[n][1] for n in names])]
+                low, high = MOODS[self.mood][2]
             self.mood_left = int(self.rng.integers(low, high))
-        buttons = MOODS[self.mood][0]
+        buttons = PUSH[0] if self.mood == "push" else MOODS[self.mood][0]
 
         # enemies just ahead as (kind, dx, dy) from Mario; dy < 0: above him
         ahead = 40 if buttons & B else 24  # look further ahead at running speed
@@ -86,7 +96,7 @@ class Player:
             else:
                 self.jump_left -= frames
                 buttons |= A
-        elif not self.last & A and on_ground:  # SMB jumps when A goes down: up first
+        elif not self.last & A and on_ground and self.mood != "push":  # SMB jumps when A goes down: up first
             hold = self.jump_hold(game, ahead, enemy_ahead) if buttons & RIGHT else self.fun_jump()
             if hold:
                 self.jump_left, self.in_air = hold - frames, False
@@ -112,4 +122,4 @@ class Player:
         return int(self.rng.integers(4, 30)) if self.rng.random() < FUN_JUMP else 0
 
 
-__all__ = ["Player", "MOODS"]
+__all__ = ["Player", "MOODS", "PUSH"]

@@ -8,6 +8,7 @@ game's RAM and presses buttons. Each clip is three files next to each other:
     <stem>.json          level, seed, fps, Mario's x per frame, events, why the clip ended, ROM hash, ...
 
     python -m mariofm record --out data_video/mario --clips 40 --frames 300 --seed 0
+    python -m mariofm record --out data_video/push --clips 80 --frames 300 --seed 1 --push 0.3   # walls too
 
 A clip starts at a random point of a random level: the game starts on a random page of the level (as it
 does after a death at the halfway point), then the player plays an unrecorded pre-roll of random length.
@@ -183,8 +184,9 @@ MAX_START_PAGE = 9  # every default level is longer than 10 pages of 256 pixels
 
 
 def record_clip(rom: Path, out: Path, seed: int, index: int, levels: list[tuple[int, int]], frames: int,
-                frame_skip: int, max_preroll: int = 240) -> Path:
-    """Record clip `index` of run `seed` into `out`; return its AVI path. Depends only on (seed, index)."""
+                frame_skip: int, push: float = 0.0, max_preroll: int = 240) -> Path:
+    """Record clip `index` of run `seed` into `out`; return its AVI path. Depends only on (seed, index, push):
+    `push` is the player's chance to pick the mood that runs into walls without jumping (mariofm.player.PUSH)."""
     rng = np.random.default_rng([seed, index])  # an independent stream per clip, whatever the worker
     world, stage = levels[rng.integers(len(levels))]
     power = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
@@ -199,11 +201,11 @@ def record_clip(rom: Path, out: Path, seed: int, index: int, levels: list[tuple[
             raise RuntimeError(f"level {world}-{stage} did not start")
     area, start_x = game.level[2], game.x
     with AviWriter(out / f"{stem}.avi", NES_FPS / frame_skip, (240, 256)) as writer:
-        clip = play_clip(game, Player(rng), frames, frame_skip, preroll, writer.write)
+        clip = play_clip(game, Player(rng, push=push), frames, frame_skip, preroll, writer.write)
     np.save(out / f"{stem}.actions.npy", np.array(clip.actions, dtype=np.uint8))
     sidecar = {
         "world": world, "stage": stage, "area": area, "power": POWERS[power], "start_x": start_x,
-        "seed": seed, "clip_index": index, "fps": NES_FPS / frame_skip, "frame_skip": frame_skip,
+        "seed": seed, "clip_index": index, "push": push, "fps": NES_FPS / frame_skip, "frame_skip": frame_skip,
         "frames": len(clip.actions), "preroll_frames": clip.preroll * frame_skip, "rewinds": clip.rewinds,
         "emulated_frames": clip.steps * frame_skip,
         "end_reason": clip.end_reason, "events": clip.events, "mario_x": clip.xs,
@@ -229,20 +231,25 @@ def _record_job(job: tuple) -> tuple[int, Path, int, str]:
 
 
 def record_clips(out: str | Path, clips: int, frames: int, seed: int, levels: str | list[str] | None = None,
-                 workers: int = 1, frame_skip: int = 2, progress: bool = True) -> list[Path]:
+                 workers: int = 1, frame_skip: int = 2, progress: bool = True, push: float = 0.0) -> list[Path]:
     """Record `clips` clips of up to `frames` frames each into `out`; return the AVI paths in clip order.
 
     levels: "1-1,4-2" or ["1-1", "4-2"] (None: DEFAULT_LEVELS); each clip draws one. frame_skip K:
-    keep every K-th emulated frame, so the video runs at 60 / K fps. Clips are independent of `workers`.
+    keep every K-th emulated frame, so the video runs at 60 / K fps. push: the player's chance per mood to run
+    right without jumping, into walls (mariofm.player.PUSH; 0 = the recordings as before). Clips are independent
+    of `workers`.
     """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r} must be an integer >= 0")
     for name, value in (("clips", clips), ("frames", frames), ("workers", workers), ("frame_skip", frame_skip)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
+    if not 0 <= push <= 1:
+        raise ValueError(f"push={push!r} must lie in [0, 1]: the player's chance per mood to run right without "
+                         "jumping (e.g. 0.25; 0 = off)")
     level_list, rom, out = parse_levels(levels), find_rom(), Path(out)
     writable_folder(out)
-    jobs = [(rom, out, seed, i, level_list, frames, frame_skip) for i in range(clips)]
+    jobs = [(rom, out, seed, i, level_list, frames, frame_skip, push) for i in range(clips)]
     bar = tqdm(total=clips * frames, unit="frame", desc="recording", disable=not progress)
     start, results, workers = time.perf_counter(), [], min(workers, clips)
     # spawn: a fresh interpreter per worker, the same on Linux, macOS and Windows
@@ -289,12 +296,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=positive_int, default=1, help="processes, one emulator each")
     parser.add_argument("--frame-skip", type=positive_int, default=2,
                         help="keep every K-th emulated frame: fps = 60 / K (default: %(default)s)")
+    parser.add_argument("--push", type=float, default=0.0,
+                        help="the player's chance per mood to run right without jumping, so that walls stop Mario "
+                             "(e.g. 0.25 for a world model's data; default: %(default)s)")
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     try:
-        record_clips(args.out, args.clips, args.frames, args.seed, args.levels, args.workers, args.frame_skip)
+        record_clips(args.out, args.clips, args.frames, args.seed, args.levels, args.workers, args.frame_skip,
+                     push=args.push)
     except (RomError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2  # the CLI's convention for bad input or a missing ROM/emulator (mariofm.cli)

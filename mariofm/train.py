@@ -73,10 +73,12 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
     x0 = batch.pop("video")
     amp_dtype = autocast_dtype(dev, cfg)
     if cfg.own_frames:  # a world model reads its own last R context frames in part of the batch (rollout.py)
+        own = round(cfg.own_share * len(x0))
+        counts = torch.randint(1, cfg.own_frames + 1, (own,), generator=run.noise_gen) if cfg.own_draw else None
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             batch["context"], batch["actions"], marks = own_context(run.ema.module, batch["context"],
-                                                                  batch["actions"], round(cfg.own_share * len(x0)),
-                                                                  cfg.own_frames, run.noise_gen)
+                                                                  batch["actions"], own, cfg.own_frames,
+                                                                  run.noise_gen, counts)
     cond = conditioning(run.model, batch)  # e.g. actions, for a model that declares them; {} for VideoUNet
     if cfg.mark_own and cfg.own_frames:  # which context frames it made (without own_frames: all real, the default)
         cond["own"] = marks.to(dev)

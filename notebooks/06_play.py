@@ -158,23 +158,25 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance`: $w > 1$ enlarges exactly the
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
-#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 0.75$, with which it runs at the
-#   game's speed where Mario runs free and, with no buttons, comes near the game's mean speed (it slows a few
-#   frames sooner than the game's Mario, who coasts). It does not stop where a
-#   staircase or a pit stops the game's Mario (`evaluate --world` prints both; docs/benchmarks.md section 6).
+#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$. It runs a little faster than
+#   the game where Mario runs free, slows sooner than the game's Mario when the buttons are released (he coasts),
+#   and does not stop where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all
+#   three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
+#   (`record --push`) made it run on there less, not stop.
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
 #   camera within a few frames. The shipped model was fine-tuned with the last 2 of its 4 context frames made by
 #   itself, exactly as it plays, in half of each batch, and the *real* next frame as the target (`own_frames`,
-#   `mariofm.own_frames.own_context`; scheduled sampling, Bengio et al. 2015). It keeps the running speed now, and
-#   its 300-frame rollouts stay on the game's palette far longer (the model card has the numbers).
+#   `mariofm.own_frames.own_context`; scheduled sampling, Bengio et al. 2015), and last with a number of own
+#   frames drawn from 1 to 4 per sample (`own_draw`). It keeps the running speed now, and its 300-frame rollouts
+#   stay on the game's palette far longer (the model card has the numbers).
 # - **Told which frames are its own.** Trained on both, one net had to give one answer for a real context and
 #   for its own, and paid for the stability with sharpness one frame ahead. The shipped model also reads 4 bits,
 #   1 for each context frame it made itself (`mark_own`, embedded and added like the buttons): a rollout starts at
-#   0000 from the real start frames and shifts in a 1 with every frame it makes (0001, 0011, ..., 1111). Trained
-#   with the last 2 frames its own, it has learnt one switch from the last two bits (1111 reads as 0011; the
-#   first two bits were never 1 in training, so their weights stayed 0). Told a real context is real, its PSNR
-#   one frame ahead is 1.7 dB higher on average than when told it is its own.
+#   0000 from the real start frames and shifts in a 1 with every frame it makes (0001, 0011, ..., 1111). With a
+#   drawn number of own frames in training it has seen each of these states. (A model trained with always the
+#   last 2 frames its own learnt one switch from the last two bits; told a real context is real, its PSNR one
+#   frame ahead was 1.7 dB higher on average than when told it is its own.)
 # - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
 #   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
 #   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with
@@ -335,8 +337,8 @@ plt.show()
 # model moves the scene the way the game does, not that it knows the level. The shipped model does not beat it
 # here: its error is above the baseline's from the first frame on, and grows faster — standing still is still the
 # better guess of what these recordings do next. (PSNR, which punishes a few large errors more than many small
-# ones, puts the model 3.3 dB above the baseline one frame ahead in the median over 128 held-out starts but only
-# 1.4 dB in the mean, and below it in the mean from 4 frames on: the baseline is exact where nothing moves and far
+# ones, puts the model 3.4 dB above the baseline one frame ahead in the median over 128 held-out starts but only
+# 1.6 dB in the mean, and below it in the mean from 4 frames on: the baseline is exact where nothing moves and far
 # off where the screen scrolls, the model a little off everywhere.) `python -m mariofm evaluate --world`
 # measures all of this at scale (PSNR at 1, 4, 16, 64 frames on held-out recordings, scroll speed for right + B
 # and for no buttons against the real game, palette over 300 frames); the results are in the model card and
@@ -386,8 +388,9 @@ for told, mark in (("real", 0.0), ("its own", 1.0)):
     error = np.abs(f.astype(int) - real_next).mean()
     print(f"told the context is {told:>7}: mean |model − real next frame| = {error:.2f}")
 print("this model reads the marks" if cfg.mark_own else "this model was trained without mark_own: it ignores them")
-# Told "its own", the shipped model is further from the real frame (1.7 dB lower PSNR one frame ahead on average
-# over 128 starts, docs/benchmarks.md): it has learnt to correct its own frames, which a real context does not need.
+# Told "its own", a marked model is further from the real frame (1.7 dB lower PSNR one frame ahead on average over
+# 128 starts for the model before the shipped one, docs/benchmarks.md): it has learnt to correct its own frames,
+# which a real context does not need.
 
 # %% [markdown]
 # **3 · Write it yourself (a rollout).** Write `my_rollout(model, context, context_buttons, buttons, seed)` with
@@ -426,9 +429,11 @@ for steps in (4, 6):
     first, last = (palette_fidelity(f[None], real_ref)["in_palette"] for f in (frames[:50], frames[-50:]))
     print(f"{steps} steps: in palette {first:.3f} in the first 50 frames, {last:.3f} in the last 50; the camera moved "
           f"{total_scroll(context[None, -1], frames[None])[0]:+d} px; {1e3 * took:.0f} ms per frame")
-# For the model before this one, over 32 rollouts of 300 frames (docs/benchmarks.md section 6), 6 steps kept more
+# For an earlier model, over 32 rollouts of 300 frames (docs/benchmarks.md section 6), 6 steps kept more
 # of the palette (the last 50 frames' share over the first 50's: 0.75 against 0.59) but ran faster than the game
-# with right + B and cost 1.5x the time per frame; one rollout can land either way.
+# with right + B and cost 1.5x the time per frame; one rollout can land either way. (With the shipped model and
+# this start, 6 steps shift the sky's colour by frame 300, about 20 levels less red and green and 10 more blue
+# than the game's: the picture still looks like the game, but nearly no pixel is on the palette any more.)
 
 # %% [markdown]
 # ## Play

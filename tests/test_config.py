@@ -294,3 +294,11 @@ def test_only_a_world_model_is_told_which_context_frames_are_its_own():
                                                  "mark_own=False)")):
         Config(mark_own=True)
     assert Config(**WORLD, mark_own=True).mark_own
+
+
+def test_drawn_own_counts_need_own_frames():
+    with pytest.raises(ValueError, match=message("config field own_draw=True draws how many of the own_frames each "
+                                                 "sample makes: it needs own_frames > 0 (e.g. own_frames=8), or "
+                                                 "own_draw=False")):
+        Config(**WORLD, own_draw=True)
+    assert Config(**WORLD, own_frames=8, own_draw=True).own_draw

@@ -66,6 +66,41 @@ def test_validation_data_keeps_real_context_frames(mario_clips):
     assert train_set[0]["context"].shape[1] == K + 1 and val_set[0]["context"].shape[1] == K
 
 
+@pytest.mark.parametrize("count", [1, K, K + 1])
+def test_a_drawn_count_plays_only_the_last_frames_and_keeps_the_real_ones_before(mario_clips, count):
+    own_frames = K + 1  # cfg.own_draw: each own sample makes `count` of the R = own_frames frames, the last ones
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=own_frames, progress=False)
+    batch = collate([data[i] for i in (3, 40, 77)])
+    context, bits = batch["context"], batch["actions"]
+    model = tiny().train()
+    window, _, marks = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5),
+                                   torch.tensor([count]))
+    made_here = min(count, K)
+    assert marks[0].tolist() == [0.0] * (K - made_here) + [1.0] * made_here and not marks[1:].any()
+    # the rollout from the K real frames before its first own frame, as it plays
+    first = own_frames - count
+    made = rollout(model, to_uint8(context[0, :, first:first + K]), bits[0, first:first + K + count], seed=5)
+    assert np.array_equal(to_uint8(window[0, :, K - made_here:]), made[-made_here:])
+    assert torch.equal(window[0, :, :K - made_here], context[0, :, own_frames:own_frames + K - made_here])
+    assert torch.equal(window[1:], context[1:, :, own_frames:])
+
+
+def test_drawn_counts_mix_in_one_batch_and_all_r_is_the_fixed_count(mario_clips):
+    own_frames = K + 1
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=own_frames, progress=False)
+    batch = collate([data[i] for i in (3, 40, 77)])
+    context, bits, model = batch["context"], batch["actions"], tiny()
+    fixed = own_context(model, context, bits, 3, own_frames, torch.Generator().manual_seed(5))
+    drawn = own_context(model, context, bits, 3, own_frames, torch.Generator().manual_seed(5),
+                        torch.full((3,), own_frames))
+    assert all(torch.equal(a, b) for a, b in zip(fixed, drawn))  # every count R: the same frames and noise
+    window, _, marks = own_context(model, context, bits, 3, own_frames, torch.Generator().manual_seed(5),
+                                   torch.tensor([1, own_frames, 2]))
+    assert marks.tolist() == [[0.0] * (K - 1) + [1.0], [1.0] * K, [0.0] * (K - 2) + [1.0] * 2]
+    assert torch.equal(window[0, :, :K - 1], context[0, :, own_frames:-1])  # one own frame: the rest is real
+    assert not torch.equal(window[0, :, -1], context[0, :, -1])
+
+
 def test_training_on_own_frames_uses_them_and_resumes_to_the_same_weights(mario_clips, tmp_path):
     from mariofm.train import CHECKPOINT, load_checkpoint, train
 
@@ -190,3 +225,9 @@ def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):
     weights = {own: load_model(run, ema=False)[0].world.own_embed.weight for own, run in runs.items()}
     assert not weights[0].any()  # real contexts only: every mark 0, nothing to learn from
     assert weights[1].any() and not weights[1][:, :K - 1].any()  # one own frame: only the last column moves
+    # K own frames: every mark is 1 together, so the columns move alike (one switch); drawn counts 1..K part them
+    runs = {draw: train(preset("world-smoke", mark_own=True, own_frames=K, own_draw=draw, own_share=1.0), mario_clips,
+                        tmp_path / f"draw{draw}", steps=4, init=first, progress=False) for draw in (False, True)}
+    weights = {draw: load_model(run, ema=False)[0].world.own_embed.weight for draw, run in runs.items()}
+    assert weights[False][:, 0].any() and torch.equal(weights[False][:, 0], weights[False][:, 1])
+    assert weights[True][:, 0].any() and not torch.equal(weights[True][:, 0], weights[True][:, 1])

@@ -130,3 +130,14 @@ def test_record_clips_rejects_bad_numbers(tmp_path):
         record_clips(tmp_path, clips=1, frames=0, seed=0)
     with pytest.raises(ValueError, match="seed=-1"):
         record_clips(tmp_path, clips=1, frames=4, seed=-1)
+
+
+def test_the_push_mood_runs_into_a_wall_and_stays_there(tmp_path):
+    """record --push 1: the player only ever holds right + B and never jumps, so in 1-1 a pipe stops Mario (what a
+    world model should learn: right held at a wall does not move the camera)."""
+    path = record_clips(tmp_path, clips=1, frames=60, seed=0, levels="1-1", push=1.0, progress=False)[0]
+    actions, meta = np.load(str(path)[:-4] + ".actions.npy"), json.loads(path.with_suffix(".json").read_text())
+    assert set(actions.tolist()) == {RIGHT | B} and meta["push"] == 1.0
+    assert len(set(meta["mario_x"])) == 1  # against the pipe all the time, right + B held
+    with pytest.raises(ValueError, match=r"push=1\.5 must lie in \[0, 1\]"):
+        record_clips(tmp_path / "bad", clips=1, frames=4, seed=0, push=1.5)
