@@ -53,12 +53,12 @@ Each choice and where it comes from:
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
   only lost Mario's momentum within 2–4 frames. Fine-tuned with the last 2 context frames made by itself in half
-  of each batch, the shipped model keeps its running speed and its 300-frame rollouts keep far more of the game's
-  palette (in-palette share, frames 250–300 over 1–50: 0.54 against 0.16; docs/benchmarks.md section 6), at
-  1.5–2.1 dB of teacher-forced one-step PSNR. What still piles up over hundreds of frames is a colour shift and
+  of each batch, a model (the stage before mark_own) kept its running speed and its 300-frame rollouts kept far
+  more of the game's palette (in-palette share, frames 250–300 over 1–50: 0.54 against 0.16; docs/benchmarks.md
+  section 6), at 1.5–2.1 dB of teacher-forced one-step PSNR. What still piles up over hundreds of frames is a colour shift and
   (until cfg.grid_free, below) a chequer on the 2×2 patch grid; a random shift of the context's colours or of its
   2×2 pattern in training, for the net to take out, did not remove them (same section). Eight own frames in a
-  chain (longer than K) kept the most palette of all (ratio 0.86 on the report's seed 0) but ran 1.8× the game's
+  chain (longer than K) kept more palette (ratio 0.86 on the report's seed 0) but ran 1.8× the game's
   speed and lost 2 dB one step ahead (same section).
 - Which context frames are its own (cfg.mark_own; our choice, after the noise level as an input above and diffusion
   forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer, and
@@ -88,7 +88,7 @@ Each choice and where it comes from:
   2×2 patch from its own output channel, and a frame-wide offset of a fraction of an 8-bit unit between places,
   added again every frame by frame_residual, grew into a chequer on the patch grid over hundreds of frames
   (metrics.grid_grain). grid_free gives the change the same frame-wide mean at every place; a pattern that
-  differs from one part of the frame to another passes. Switched on for the shipped weights, trained without it
+  differs from one part of the frame to another passes. Switched on for the weights shipped then, trained without it
   (`export --set grid_free=true`; a run started from them with `train --init` keeps it): on the report's seed 0,
   grain 10.9 → 1.9 in frames 250–300 (footage 2.0), in-palette ratio 0.537 → 0.592, one step ahead unchanged
   (paired over 2 × 128 other starts: −0.003 and −0.025 dB). Fine-tuning with it on did not add to that

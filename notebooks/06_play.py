@@ -158,8 +158,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance`: $w > 1$ enlarges exactly the
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
-#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$. It runs a little faster than
-#   the game where Mario runs free, slows sooner than the game's Mario when the buttons are released (he coasts),
+#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$. It runs faster than the game
+#   where Mario runs free (1.2×), slows sooner than the game's Mario when the buttons are released (he coasts),
 #   and does not stop where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all
 #   three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
 #   (`record --push`) made it run on there less, not stop.

@@ -99,16 +99,23 @@ def test_drawn_counts_mix_in_one_batch_and_all_r_is_the_fixed_count(mario_clips)
     assert marks.tolist() == [[0.0] * (K - 1) + [1.0], [1.0] * K, [0.0] * (K - 2) + [1.0] * 2]
     assert torch.equal(window[0, :, :K - 1], context[0, :, own_frames:-1])  # one own frame: the rest is real
     assert not torch.equal(window[0, :, -1], context[0, :, -1])
+    # each sample plays from its own recording: another recording for sample 0 leaves the others' frames as they were
+    other = context.clone()
+    other[0] = context[0].flip(-1)
+    again, _, _ = own_context(model, other, bits, 3, own_frames, torch.Generator().manual_seed(5),
+                              torch.tensor([1, own_frames, 2]))
+    assert torch.equal(again[1:], window[1:]) and not torch.equal(again[0], window[0])
 
 
-def test_training_on_own_frames_uses_them_and_resumes_to_the_same_weights(mario_clips, tmp_path):
+@pytest.mark.parametrize("own", [dict(own_frames=1), dict(own_frames=K, own_draw=True)])
+def test_training_on_own_frames_uses_them_and_resumes_to_the_same_weights(mario_clips, tmp_path, own):
     from mariofm.train import CHECKPOINT, load_checkpoint, train
 
-    cfg = preset("world-smoke", own_frames=1, own_share=1.0)
+    cfg = preset("world-smoke", own_share=1.0, **own)  # drawn counts come from the run's generator: resumed too
     whole = train(cfg, mario_clips, tmp_path / "whole", steps=4, progress=False)
     train(cfg, mario_clips, tmp_path / "split", steps=4, stop_at=2, progress=False)
     split = train(None, mario_clips, tmp_path / "split", resume=True, progress=False)
-    half = train(preset("world-smoke", own_frames=1, own_share=0.5), mario_clips, tmp_path / "half", steps=4,
+    half = train(preset("world-smoke", own_share=0.5, **own), mario_clips, tmp_path / "half", steps=4,
                  progress=False)
     a, b, c = (load_checkpoint(run / CHECKPOINT)["model"] for run in (whole, split, half))
     for name, value in a.items():

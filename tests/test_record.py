@@ -18,6 +18,7 @@ from mariofm.record import record_clips
 from mariofm.video import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
+SEED0_CLIP0_60_ACTIONS = "a56cb63c188bd217bd94145a303b9cce7edd0fdf6649c0db96960f9b37ba6080"
 
 
 def test_find_rom_checks_the_hash():
@@ -141,3 +142,12 @@ def test_the_push_mood_runs_into_a_wall_and_stays_there(tmp_path):
     assert len(set(meta["mario_x"])) == 1  # against the pipe all the time, right + B held
     with pytest.raises(ValueError, match=r"push=1\.5 must lie in \[0, 1\]"):
         record_clips(tmp_path / "bad", clips=1, frames=4, seed=0, push=1.5)
+
+
+def test_push_zero_records_what_the_recorder_recorded_before_the_push_mood(tmp_path):
+    """push = 0 draws no extra random number: seed 0's first clip presses the same buttons as before `--push`
+    existed (the hash of its 60 actions, recorded with commit 2745ca2), so old data sets can be recorded again."""
+    path = record_clips(tmp_path, clips=1, frames=60, seed=0, progress=False)[0]
+    actions = np.load(str(path)[:-4] + ".actions.npy")
+    assert path.name == "clip_s0_0000_3-2.avi" and len(actions) == 60
+    assert hashlib.sha256(actions.tobytes()).hexdigest() == SEED0_CLIP0_60_ACTIONS
