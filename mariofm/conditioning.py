@@ -55,11 +55,11 @@ Each choice and where it comes from:
   only lost Mario's momentum within 2–4 frames. Fine-tuned with the last 2 context frames made by itself in half
   of each batch, a model (the stage before mark_own) kept its running speed and its 300-frame rollouts kept far
   more of the game's palette (in-palette share, frames 250–300 over 1–50: 0.54 against 0.16; docs/benchmarks.md
-  section 6), at 1.5–2.1 dB of teacher-forced one-step PSNR. What still piles up over hundreds of frames is a colour shift and
-  (until cfg.grid_free, below) a chequer on the 2×2 patch grid; a random shift of the context's colours or of its
-  2×2 pattern in training, for the net to take out, did not remove them (same section). Eight own frames in a
-  chain (longer than K) kept more palette (ratio 0.86 on the report's seed 0) but ran 1.8× the game's
-  speed and lost 2 dB one step ahead (same section).
+  section 6), at 1.5–2.1 dB of teacher-forced one-step PSNR. What still piles up over hundreds of frames is a
+  colour shift and (until cfg.grid_free, below) a chequer on the 2×2 patch grid; a random shift of the context's
+  colours or of its 2×2 pattern in training, for the net to take out, did not remove them (same section). Eight
+  own frames in a chain (longer than K) kept more palette (ratio 0.86 on the report's seed 0) but ran 1.8× the
+  game's speed and lost 2 dB one step ahead (same section).
 - Which context frames are its own (cfg.mark_own; our choice, after the noise level as an input above and diffusion
   forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer, and
   the own-frames runs paid 1.5–2 dB one step ahead from real frames for their stability. With mark_own, a K-bit vector
