@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mariofm.rollout import next_frame
+from mariofm.rollout import made_by_model, next_frame
 
 
 def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, own: int, own_frames: int,
@@ -55,7 +55,7 @@ def own_context(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tenso
                     x[plays] = next_frame(model, made[plays], bits[plays, i:i + k + 1], model.cfg.sample_steps,
                                           model.cfg.solver, generator, own=chain[plays])
                     mark[plays] = 1.0
-                made, chain = torch.cat([made[:, :, 1:], x], dim=2), torch.cat([chain[:, 1:], mark], dim=1)
+                made, chain = torch.cat([made[:, :, 1:], x], dim=2), made_by_model(chain, mark)
                 window[:, :, k + i] = x[:, :, 0]
         finally:
             model.train(was_training)

@@ -86,9 +86,10 @@ def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
 
-def made_by_model(own: torch.Tensor) -> torch.Tensor:
-    """The context's marks (B, K) after one more frame of the model's own: they move one frame on, the new is 1."""
-    return torch.cat([own[:, 1:], torch.ones_like(own[:, :1])], dim=1)
+def made_by_model(own: torch.Tensor, new: torch.Tensor | None = None) -> torch.Tensor:
+    """The context's marks (B, K) after one more frame: they move one frame on, the new one is `new` (B, 1), by
+    default 1 (the model made it; own_context also shifts in real frames, 0)."""
+    return torch.cat([own[:, 1:], torch.ones_like(own[:, :1]) if new is None else new], dim=1)
 
 
 @torch.no_grad()
