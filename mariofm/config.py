@@ -34,6 +34,7 @@ class Config:
     conv: str = "3d"  # "3d" (3x3x3), "2+1d" (1x3x3 then 3x1x1) or "2d" (1x3x3 only: frames never mix)
     patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
     temporal_attention: bool = False  # self-attention over frames at the lowest resolution
+    spatial_attention: bool = False  # self-attention over each frame's places at the lowest resolution
     dropout: float = 0.0
     prediction: str = "velocity"  # what the net outputs: "velocity" v, or "x0" (a clean clip; v derived, flow.py)
     t_min: float = 0.05  # with prediction="x0": v = (x_t − x̂0) / max(t, t_min)

@@ -26,8 +26,8 @@ from mariofm.schedule import Budget, make_scheduler
 from mariofm.unet import VideoUNet
 
 # what a checkpoint must hold to resume from (video_model.pt holds only config, weights and step)
-# parts a model may gain when a run starts from it (--init): they start at zero, so the model computes what it did
-ADDED_AT_ZERO = ("world.own_embed.",)
+# parts a model may gain when a run starts from it (--init): their output starts at zero, so it computes what it did
+ADDED_AT_ZERO = ("world.own_embed.", "space_attn.")
 RESUMABLE = ("config", "model", "ema", "optimizer", "scheduler", "scaler", "rng", "step", "elapsed", "budget")
 
 

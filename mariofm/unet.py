@@ -8,7 +8,7 @@ Shapes for the `cpu` preset (patch_size=2, base_ch=32, channel_mults=(1, 2), T=8
     patchify             (B,  3, 8, 60, 64) -> (B, 12, 8, 30, 32)  2x2 pixels folded into channels
     stem                 (B, 12, 8, 30, 32) -> (B, 32, 8, 30, 32)
     level 0, then Down3D (B, 32, 8, 30, 32) -> (B, 32, 8, 15, 16)  skip 0 kept at 30x32
-    level 1 + middle     (B, 64, 8, 15, 16)                          skip 1; temporal attention here
+    level 1 + middle     (B, 64, 8, 15, 16)                          skip 1; attention here (mariofm.attention)
     up path: concatenate the skip of the same level, residual blocks, Up3D; mirror image back to 30x32
     head (zero-init)     (B, 32, 8, 30, 32) -> (B, 12, 8, 30, 32), then unpatchify -> (B, 3, 8, 60, 64)
 
@@ -28,32 +28,17 @@ needs, so a trainer can call `functools.partial(model, **{k: batch[k] for k in m
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from mariofm.attention import SpatialAttention, TemporalAttention
 from mariofm.conditioning import WorldConditioning
 from mariofm.config import Config
 from mariofm.convs import FrameConv, FrameGroupNorm, group_norm, make_conv
+from mariofm.embedding import sinusoidal_embedding
 from mariofm.flow import velocity_from_x0
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
-    """(N,) -> (N, dim): [sin(s·t·ω_k), cos(s·t·ω_k)], ω_k = 10000^(-k/(dim/2)), k = 0 .. dim/2 - 1.
-
-    These are the Transformer/DDPM frequencies, made for inputs 0..1000 (step numbers). Our t lives in [0, 1],
-    where even the fastest one (ω_0 = 1) turns less than a radian and every feature is nearly linear in t:
-    t = 0.50 and t = 0.51 would look alike. The scale s = 1000 restores the range the frequencies were made for,
-    so fast features tell close times apart while slow ones say roughly where t is. VideoUNet passes
-    cfg.time_scale (1000 by default); docs/benchmarks.md compares 50, which makes v_θ smoother in t.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = scale * t.float()[:, None] * freqs[None, :]
-    return F.pad(torch.cat([angles.sin(), angles.cos()], dim=1), (0, dim % 2))  # odd dim: one zero column
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -157,30 +142,6 @@ class Up3D(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention over frames, at every pixel on its own: H·W sequences of T tokens with C features.
-
-    (B, C, T, H, W) -> (B, C, T, H, W), residual. Attention ignores token order, so each frame's token gets a
-    sinusoidal embedding of its index; convolutions see a few neighbouring frames, this sees all T of them.
-    """
-
-    def __init__(self, ch: int, head_dim: int = 32):
-        super().__init__()
-        self.heads = ch // head_dim if ch % head_dim == 0 else 1
-        self.norm = nn.LayerNorm(ch)
-        self.qkv = nn.Linear(ch, 3 * ch)
-        self.proj = nn.Linear(ch, ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
-        seq = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # one sequence of T frames per pixel
-        pos = sinusoidal_embedding(torch.arange(t, device=x.device), c, scale=1.0)
-        q, k, v = self.qkv(self.norm(seq) + pos.to(seq.dtype)).view(b * h * w, t, 3, self.heads, -1).unbind(2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        out = self.proj(out.transpose(1, 2).reshape(b * h * w, t, c))
-        return x + out.view(b, h, w, t, c).permute(0, 4, 3, 1, 2)
-
-
 class VideoUNet(nn.Module):
     """v_θ(x_t, t): (B, C, T, H, W) and t (B,) in [0, 1] (or one float for all) -> velocity (B, C, T, H, W).
 
@@ -218,6 +179,7 @@ class VideoUNet(nn.Module):
             self.downs.append(Down3D(ch) if i < len(chs) - 1 else nn.Identity())
         self.mid = nn.ModuleList([Residual3DBlock(chs[-1], chs[-1], td, kind, drop) for _ in range(2)])
         self.attn = TemporalAttention(chs[-1]) if cfg.temporal_attention else nn.Identity()
+        self.space_attn = SpatialAttention(chs[-1]) if cfg.spatial_attention else nn.Identity()
         self.up_blocks, self.ups = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(chs))):  # the input of each level's first block is [h, skip]: 2·ch wide
             ch = chs[i]
@@ -267,7 +229,7 @@ class VideoUNet(nn.Module):
                 h = self._block(block, h, emb)
             skips.append(h)
             h = down(h)
-        h = self.attn(self._block(self.mid[0], h, emb))
+        h = self.space_attn(self.attn(self._block(self.mid[0], h, emb)))
         h = self._block(self.mid[1], h, emb)
         for blocks, up in zip(self.up_blocks, self.ups):
             h = torch.cat([h, skips.pop()], dim=1)  # U-Net skip: the fine detail the down path had
@@ -286,5 +248,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["VideoUNet", "Conv3DBlock", "Residual3DBlock", "Down3D", "Up3D", "TemporalAttention", "patchify",
-           "unpatchify", "grid_free", "sinusoidal_embedding", "count_parameters"]
+# the attention blocks and the embedding live in their own modules; they are named here too, as parts of the net
+__all__ = ["VideoUNet", "Conv3DBlock", "Residual3DBlock", "Down3D", "Up3D", "TemporalAttention", "SpatialAttention",
+           "patchify", "unpatchify", "grid_free", "sinusoidal_embedding", "count_parameters"]

@@ -141,6 +141,11 @@ def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
     fresh = VideoUNet(preset("world-smoke")).state_dict()
     moved = sum((tuned[n] - w).abs().sum() for n, w in start.items())
     assert 0 < moved < 0.1 * sum((fresh[n] - w).abs().sum() for n, w in start.items())
+    # a part whose output starts at zero may be added (mariofm.state.ADDED_AT_ZERO): the run starts from it too
+    assert main(["train", "--set", "spatial_attention=true", "--data", str(mario_clips), "--out",
+                 str(tmp_path / "attended"), "--steps", "1", "--init", str(first)]) == 0
+    attended = load_model(tmp_path / "attended", ema=False)[0]
+    assert attended.cfg.spatial_attention and attended.space_attn.proj.weight.abs().max() > 0  # it trained
     wider = preset("world-smoke", base_ch=16)
     with pytest.raises(RuntimeError) as torch_error:  # torch's words for the misfit: the message names its last line
         VideoUNet(wider).load_state_dict(start)

@@ -4,9 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mariofm.attention import SpatialAttention, TemporalAttention
 from mariofm.config import preset
 from mariofm.convs import TemporalConv
-from mariofm.unet import TemporalAttention, VideoUNet, count_parameters, sinusoidal_embedding
+from mariofm.embedding import sinusoidal_embedding
+from mariofm.unet import VideoUNet, count_parameters
 
 
 def tiny(**overrides) -> VideoUNet:
@@ -104,6 +106,36 @@ def test_temporal_attention_on_off_changes_parameters_and_output_not_shape():
     assert count_parameters(attended) > count_parameters(plain)
     a, b = plain(x, 0.5), attended(x, 0.5)
     assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_spatial_attention_mixes_places_but_not_frames():
+    torch.manual_seed(0)
+    attn, x = SpatialAttention(32), torch.randn(1, 32, 3, 4, 5)
+    torch.nn.init.normal_(attn.proj.weight)  # it starts at zero
+    y = x.clone()
+    y[0, :, 0, 0, 0] += torch.randn(32)  # change one place of the first frame, in its top-left corner
+    dx = (attn(y) - attn(x)).abs().amax(dim=1)  # (1, T, H, W)
+    assert (dx[0, 0] > 1e-4).all()  # every place of that frame sees it, the far corner included
+    assert dx[0, 1:].max() == 0  # no other frame does
+
+
+def test_a_net_gains_spatial_attention_without_changing_what_it_computes():
+    """train --init from a model without the block: its output projection starts at zero (mariofm.state)."""
+    from mariofm.state import ADDED_AT_ZERO
+
+    plain = VideoUNet(preset("world-smoke")).eval()
+    torch.nn.init.normal_(plain.head[-1].weight, std=0.1)
+    attended = VideoUNet(preset("world-smoke", spatial_attention=True)).eval()
+    missing = attended.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(ADDED_AT_ZERO) for k in missing)
+    assert count_parameters(attended) > count_parameters(plain)
+    x, context = torch.randn(2, 3, 1, 32, 32), torch.randn(2, 3, 2, 32, 32)
+    actions = torch.zeros(2, 3, 8)
+    same = plain(x, 0.5, context=context, actions=actions), attended(x, 0.5, context=context, actions=actions)
+    assert torch.equal(*same)
+    torch.nn.init.normal_(attended.space_attn.proj.weight, std=0.1)
+    assert not torch.allclose(plain(x, 0.5, context=context, actions=actions),
+                              attended(x, 0.5, context=context, actions=actions))
 
 
 def test_recomputed_activations_give_the_same_gradients():

@@ -10,19 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mariofm.attention import SpatialAttention, TemporalAttention
 from mariofm.config import Config, preset
 from mariofm.convs import FrameConv, FrameGroupNorm, TemporalConv, group_norm, make_conv
-from mariofm.unet import (
-    Conv3DBlock,
-    Down3D,
-    Residual3DBlock,
-    TemporalAttention,
-    VideoUNet,
-    count_parameters,
-    patchify,
-    sinusoidal_embedding,
-    unpatchify,
-)
+from mariofm.embedding import sinusoidal_embedding
+from mariofm.unet import Conv3DBlock, Down3D, Residual3DBlock, VideoUNet, count_parameters, patchify, unpatchify
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -191,6 +183,31 @@ def test_temporal_attention_is_multi_head_attention_over_each_pixels_frames():
                     q, k, v = (qkv[:, j * c + 32 * i: j * c + 32 * (i + 1)] for j in range(3))
                     heads.append(torch.softmax(q @ k.T / math.sqrt(32), dim=-1) @ v)
                 expected[n, :, :, y, xx] += attn.proj(torch.cat(heads, dim=1)).T
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_spatial_attention_is_multi_head_attention_over_each_frames_places():
+    """Written out frame by frame: the tokens are the H·W places (row-major), LN(x_p) + [row_emb(y) | col_emb(x)]
+    (sinusoidal, scale 1, C/2 features each), q|k|v from one linear map, softmax(q·kᵀ/√d)·v per head of 32
+    channels, the output projection (it starts at zero: the block adds nothing until trained), plus x."""
+    torch.manual_seed(0)
+    attn, (b, c, t, h, w) = SpatialAttention(64), (2, 64, 3, 3, 4)
+    x = _randn(b, c, t, h, w)
+    assert attn.proj.weight.abs().max() == 0 and torch.equal(attn(x), x)
+    for p in (attn.norm.weight, attn.norm.bias, attn.proj.weight, attn.proj.bias):
+        nn.init.normal_(p)
+    rows, cols = (sinusoidal_embedding(torch.arange(n), 32, scale=1.0) for n in (h, w))
+    pos = torch.stack([torch.cat([rows[y], cols[xx]]) for y in range(h) for xx in range(w)])  # (h·w, c)
+    expected = x.clone()
+    for n in range(b):
+        for f in range(t):
+            tokens = attn.norm(x[n, :, f].reshape(c, h * w).T) + pos  # (h·w, c)
+            qkv = attn.qkv(tokens)
+            heads = []
+            for i in range(2):
+                q, k, v = (qkv[:, j * c + 32 * i: j * c + 32 * (i + 1)] for j in range(3))
+                heads.append(torch.softmax(q @ k.T / math.sqrt(32), dim=-1) @ v)
+            expected[n, :, f] += attn.proj(torch.cat(heads, dim=1)).T.reshape(c, h, w)
     torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,70 @@
+"""Figure: where the real game's camera stops with right + B held, what the world model makes instead.
+
+    python docs/world_stops.py --seed 1 --branches branches_seed1.npz --out docs/media/world-stops.png
+
+The moments are `evaluate --world`'s button moments (mariofm.world_truth.game_branches: the same seed and sizes
+give the same moments, and the same --branches file can be shared). Rows: the first `--rows` moments where the
+game scrolls less than world_eval.STOPPED px per frame with right + B held (a wall holds Mario). Columns: the last
+real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12 and 32. Frames
+are enlarged 2×, nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mariofm.checkpoint import WORLD_SHIPPED, load_model
+from mariofm.conditioning import action_bits, buttons_byte
+from mariofm.rollout import rollout
+from mariofm.world_eval import STOPPED, frame_scroll
+from mariofm.world_truth import game_branches, load_branches, save_branches
+
+HORIZON, SHOWN = 32, (4, 12, 32)  # frames held, and the ones shown (1-based)
+
+
+def stop_moments(model, pairs: int, seed: int, branches: str | None):
+    cfg = model.cfg
+    if branches and Path(branches).is_file():
+        found = load_branches(branches)
+    else:
+        found = game_branches(pairs, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride,
+                              HORIZON, ("right+b", "none"), seed)
+        if branches:
+            save_branches(found, branches)
+    game = frame_scroll(found.context[:, -1], found.frames[:, 0]).sum(1) / HORIZON
+    return found, np.flatnonzero(game < STOPPED)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=str(WORLD_SHIPPED))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pairs", type=int, default=32)
+    p.add_argument("--rows", type=int, default=5)
+    p.add_argument("--branches", default=None, help="an .npz of game branches to reuse or write (evaluate's)")
+    p.add_argument("--out", default="docs/media/world-stops.png")
+    args = p.parse_args()
+    model = load_model(args.checkpoint, device="cpu")[0]
+    found, stops = stop_moments(model, args.pairs, args.seed, args.branches)
+    rows = stops[:args.rows]
+    print(f"{len(stops)} of {args.pairs} moments: the game's camera stops; showing {list(rows)}")
+    held = action_bits(np.full((len(rows), HORIZON), buttons_byte("right+b"), np.uint8))
+    made = rollout(model, found.context[rows], torch.cat([found.context_actions[rows], held], dim=1),
+                   seed=args.seed)
+    pad = dict(pad_width=((2, 2), (2, 2), (0, 0)), constant_values=255)
+    grid = np.concatenate([np.concatenate([np.pad(f, **pad) for f in
+                                           [found.context[r, -1], *(made[i, s - 1] for s in SHOWN),
+                                            *(found.frames[r, 0, s - 1] for s in SHOWN)]], axis=1)
+                           for i, r in enumerate(rows)])
+    image = Image.fromarray(grid)
+    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
