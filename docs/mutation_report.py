@@ -35,9 +35,11 @@ EQUIVALENT_FILE = Path(__file__).with_name("mutation_equivalent.txt")
 GROUPS = {
     "model": dict(
         scope={"mariofm/config.py": ["*"], "mariofm/flow.py": ["*"], "mariofm/convs.py": ["*"],
-               "mariofm/unet.py": ["*"], "mariofm/sample.py": ["*"]},
+               "mariofm/embedding.py": ["*"], "mariofm/attention.py": ["*"], "mariofm/unet.py": ["*"],
+               "mariofm/sample.py": ["*"]},
         tests=["tests/test_config.py", "tests/test_flow.py", "tests/test_flow_exact.py", "tests/test_sample.py",
-               "tests/test_sample_exact.py", "tests/test_unet.py", "tests/test_unet_exact.py"]),
+               "tests/test_sample_exact.py", "tests/test_unet.py", "tests/test_unet_exact.py",
+               "tests/test_grid_free.py"]),
     "training": dict(
         scope={"mariofm/schedule.py": ["*"], "mariofm/state.py": ["*"], "mariofm/checkpoint.py": ["*"],
                "mariofm/train.py": ["x_train_step__*"], "mariofm/stopping.py": ["x_out_of_memory__*"],

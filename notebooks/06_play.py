@@ -162,7 +162,10 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   where Mario runs free (1.2×), slows sooner than the game's Mario when the buttons are released (he coasts),
 #   and does not stop where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all
 #   three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
-#   (`record --push`) made it run on there less, not stop.
+#   (`record --push`) made it run on there less, not stop. Look at what it draws there
+#   (docs/media/world-stops.png): with right + B held it shifts the scene and melts the wall within about 12
+#   frames, and a wall it no longer draws cannot stop it. Self-attention over the whole frame
+#   (`spatial_attention`), which lets every place see Mario and the wall, did not change that.
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
 #   camera within a few frames. The shipped model was fine-tuned with the last 2 of its 4 context frames made by

@@ -2,6 +2,7 @@
 the patch grid, the offset that piles up into a chequer over a long rollout (metrics.grid_grain)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -63,7 +64,9 @@ def test_the_model_adds_a_change_without_a_grid_offset(grid):
 
 @pytest.mark.parametrize("changes", [dict(frame_residual=False), dict(patch_size=1)])
 def test_grid_free_needs_a_residual_on_a_patch_grid(changes):
-    with pytest.raises(ValueError, match="grid_free=True evens out the change that frame_residual adds"):
+    says = ("config field grid_free=True evens out the change that frame_residual adds, place by place of the patch "
+            "grid: it needs frame_residual=True and patch_size > 1 (or grid_free=False)")
+    with pytest.raises(ValueError, match="^" + re.escape(says) + "$"):
         Config(**{**preset("world-smoke", patch_size=P).to_dict(), "grid_free": True, **changes})
 
 

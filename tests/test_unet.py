@@ -136,6 +136,19 @@ def test_a_net_gains_spatial_attention_without_changing_what_it_computes():
     torch.nn.init.normal_(attended.space_attn.proj.weight, std=0.1)
     assert not torch.allclose(plain(x, 0.5, context=context, actions=actions),
                               attended(x, 0.5, context=context, actions=actions))
+    deeper = VideoUNet(preset("world-smoke", channel_mults=(1, 2, 4), spatial_attention=True))
+    assert deeper.space_attn.qkv.in_features == 4 * deeper.cfg.base_ch  # the lowest level's width
+    assert deeper(x, 0.5, context=context, actions=actions).shape == x.shape
+
+
+def test_a_world_model_passes_the_marks_of_its_own_frames_to_its_conditioning():
+    """mark_own (mariofm.conditioning): the net hands `own` on; tests/test_own_frames.py checks what it means."""
+    model = VideoUNet(preset("world-smoke", mark_own=True)).eval()
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    torch.nn.init.normal_(model.world.own_embed.weight)  # it starts at zero
+    x, context, actions = torch.randn(2, 3, 1, 32, 32), torch.randn(2, 3, 2, 32, 32), torch.zeros(2, 3, 8)
+    mine = model(x, 0.5, context=context, actions=actions, own=torch.ones(2, 2))
+    assert not torch.allclose(mine, model(x, 0.5, context=context, actions=actions))
 
 
 def test_recomputed_activations_give_the_same_gradients():

@@ -186,6 +186,11 @@ def test_temporal_attention_is_multi_head_attention_over_each_pixels_frames():
     torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("head_dim, heads", [(32, 2), (16, 4), (48, 1)])
+def test_spatial_attention_has_heads_of_head_dim_channels_when_they_divide(head_dim, heads):
+    assert SpatialAttention(64, head_dim).heads == heads
+
+
 def test_spatial_attention_is_multi_head_attention_over_each_frames_places():
     """Written out frame by frame: the tokens are the H·W places (row-major), LN(x_p) + [row_emb(y) | col_emb(x)]
     (sinusoidal, scale 1, C/2 features each), q|k|v from one linear map, softmax(q·kᵀ/√d)·v per head of 32
