@@ -3,7 +3,8 @@
     python docs/world_stops.py --seed 1 --branches branches_seed1.npz --out docs/media/world-stops.png
 
 The moments are `evaluate --world`'s button moments (mariofm.world_truth.game_branches: the same seed and sizes
-give the same moments, and the same --branches file can be shared). Rows: the first `--rows` moments where the
+give the same moments, and the same --branches file can be shared; a file made for other settings is played
+again and overwritten; --seed must be the one the file was made with). Rows: the first `--rows` moments where the
 game scrolls less than world_eval.STOPPED px per frame with right + B held (a wall holds Mario). Columns: the last
 real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12 and 32. Frames
 are enlarged 2×, nearest neighbour.
@@ -28,12 +29,12 @@ HORIZON, SHOWN = 32, (4, 12, 32)  # frames held, and the ones shown (1-based)
 
 
 def stop_moments(model, pairs: int, seed: int, branches: str | None):
-    cfg = model.cfg
-    if branches and Path(branches).is_file():
-        found = load_branches(branches)
-    else:
-        found = game_branches(pairs, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride,
-                              HORIZON, ("right+b", "none"), seed)
+    cfg, sets = model.cfg, ("right+b", "none")
+    size = (cfg.video_height, cfg.video_width)
+    found = load_branches(branches) if branches and Path(branches).is_file() else None
+    if found is None or found.frames.shape[:3] != (pairs, len(sets), HORIZON) or found.buttons != sets or \
+            found.context.shape[1:4] != (cfg.context_frames, *size):  # made for other settings: play them again
+        found = game_branches(pairs, cfg.context_frames, size, cfg.frame_stride, HORIZON, sets, seed)
         if branches:
             save_branches(found, branches)
     game = frame_scroll(found.context[:, -1], found.frames[:, 0]).sum(1) / HORIZON
@@ -52,7 +53,7 @@ def main() -> None:
     model = load_model(args.checkpoint, device="cpu")[0]
     found, stops = stop_moments(model, args.pairs, args.seed, args.branches)
     rows = stops[:args.rows]
-    print(f"{len(stops)} of {args.pairs} moments: the game's camera stops; showing {list(rows)}")
+    print(f"{len(stops)} of {args.pairs} moments: the game's camera stops; showing {[int(r) for r in rows]}")
     held = action_bits(np.full((len(rows), HORIZON), buttons_byte("right+b"), np.uint8))
     made = rollout(model, found.context[rows], torch.cat([found.context_actions[rows], held], dim=1),
                    seed=args.seed)

@@ -80,8 +80,8 @@ Each choice and where it comes from:
 - A view of the whole frame (cfg.spatial_attention, mariofm.attention.SpatialAttention; DIAMOND's CS:GO net has
   self-attention at its deepest levels): the scroll is one decision for the frame, and a convolution mostly mixes
   neighbours. Added to the shipped weights and fine-tuned for an hour, it stopped no better where a wall holds
-  Mario than an hour without it (docs/benchmarks.md section 6); the model melts the wall before it could stop at it.
-  The shipped model has none.
+  Mario than an hour without it (docs/benchmarks.md section 6). The model melts the wall within a second of play,
+  and we think that, not its view, is why it runs on there. The shipped model has none.
 - x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
   mostly a copy of the last context frame shifted a little — an easy target in pixel space.
 - cfg.frame_residual: x̂0 = (last context frame, as the net sees it: with its noise) + the head's output, so the

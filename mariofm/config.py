@@ -30,7 +30,7 @@ class Config:
     channel_mults: tuple[int, ...] = (1, 2, 4)  # one entry per resolution level
     num_res_blocks: int = 1  # residual blocks per level
     time_dim: int = 256  # width of the time embedding
-    time_scale: float = 1000.0  # t in [0, 1] enters the sinusoidal embedding as time_scale·t (see unet.py)
+    time_scale: float = 1000.0  # t in [0, 1] enters the sinusoidal embedding as time_scale·t (mariofm.embedding)
     conv: str = "3d"  # "3d" (3x3x3), "2+1d" (1x3x3 then 3x1x1) or "2d" (1x3x3 only: frames never mix)
     patch_size: int = 1  # fold p x p pixels into channels first: the net runs at (H/p, W/p), ~p² fewer FLOPs
     temporal_attention: bool = False  # self-attention over frames at the lowest resolution

@@ -100,7 +100,8 @@ class Run:
     def start_from(self, path: str | Path) -> None:
         """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning)."""
         weights = load_model(path)[0].state_dict()  # on the CPU: load_state_dict copies to the run's device
-        # a part this config adds that starts at zero (mark_own's embedding) may be missing: it starts as built
+        # a part this config adds whose output starts at zero (mark_own's embedding, spatial_attention's block) may
+        # be missing: it starts as built
         added = {k: v for k, v in self.model.state_dict().items() if k.startswith(ADDED_AT_ZERO) and k not in weights}
         try:
             self.model.load_state_dict(weights | added)

@@ -163,8 +163,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   and does not stop where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all
 #   three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
 #   (`record --push`) made it run on there less, not stop. Look at what it draws there
-#   (docs/media/world-stops.png): with right + B held it shifts the scene and melts the wall within about 12
-#   frames, and a wall it no longer draws cannot stop it. Self-attention over the whole frame
+#   (docs/media/world-stops.png): with right + B held it shifts the scene, the wall starts to melt by frame 12
+#   and is gone by frame 32; a wall it no longer draws cannot stop it. Self-attention over the whole frame
 #   (`spatial_attention`), which lets every place see Mario and the wall, did not change that.
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
