@@ -13,7 +13,6 @@ are enlarged 2×, nearest neighbour.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,20 +22,15 @@ from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.rollout import rollout
 from mariofm.world_eval import STOPPED, frame_scroll
-from mariofm.world_truth import game_branches, load_branches, save_branches
+from mariofm.world_truth import cached_branches
 
 HORIZON, SHOWN = 32, (4, 12, 32)  # frames held, and the ones shown (1-based)
 
 
 def stop_moments(model, pairs: int, seed: int, branches: str | None):
-    cfg, sets = model.cfg, ("right+b", "none")
-    size = (cfg.video_height, cfg.video_width)
-    found = load_branches(branches) if branches and Path(branches).is_file() else None
-    if found is None or found.frames.shape[:3] != (pairs, len(sets), HORIZON) or found.buttons != sets or \
-            found.context.shape[1:4] != (cfg.context_frames, *size):  # made for other settings: play them again
-        found = game_branches(pairs, cfg.context_frames, size, cfg.frame_stride, HORIZON, sets, seed)
-        if branches:
-            save_branches(found, branches)
+    cfg = model.cfg
+    found = cached_branches(branches, pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
+                            cfg.frame_stride, HORIZON, ("right+b", "none"), seed)
     game = frame_scroll(found.context[:, -1], found.frames[:, 0]).sum(1) / HORIZON
     return found, np.flatnonzero(game < STOPPED)
 

@@ -116,17 +116,12 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
 def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cache: str | Path | None = None,
                   **sampling) -> dict:
     """`cache`: an .npz to keep the real game's branches in (playing them takes minutes); reused when it matches."""
-    from mariofm.world_truth import game_branches, load_branches, save_branches
+    from mariofm.world_truth import cached_branches
 
     cfg = model.cfg
     sets = ("right+b", "none")
-    size = (cfg.video_height, cfg.video_width)
-    branches = load_branches(cache) if cache and Path(cache).is_file() else None
-    if branches is None or branches.frames.shape[:3] != (pairs, len(sets), horizon) or \
-            branches.context.shape[1:4] != (cfg.context_frames, *size) or branches.buttons != sets:
-        branches = game_branches(pairs, cfg.context_frames, size, cfg.frame_stride, horizon, sets, seed)
-        if cache:
-            save_branches(branches, cache)
+    branches = cached_branches(cache, pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
+                               cfg.frame_stride, horizon, sets, seed)
     last = branches.context[:, -1]
     out: dict = {"pairs": pairs, "horizon_frames": horizon, "levels": branches.levels}
     scroll = {}

@@ -20,6 +20,7 @@ from RAM as well (level pixels), to check the frame-based scroll estimate agains
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -121,4 +122,18 @@ def game_branches(num: int, context_frames: int, size: tuple[int, int], frame_st
     return Branches(np.stack(ctx), torch.stack(acts), np.stack(frames), np.array(camera), tuple(buttons), names)
 
 
-__all__ = ["Branches", "game_branches", "save_branches", "load_branches", "camera_x", "FRAME_SKIP"]
+def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int], frame_stride: int, horizon: int,
+                    buttons: tuple[str, ...], seed: int) -> Branches:
+    """game_branches, kept in the .npz `cache` (playing them takes minutes) and reused when its shapes and button
+    sets match; a file made for other settings is played again and overwritten. `cache` None: always played."""
+    found = load_branches(cache) if cache and Path(cache).is_file() else None
+    if found is None or found.frames.shape[:3] != (num, len(buttons), horizon) or found.buttons != tuple(buttons) \
+            or found.context.shape[1:4] != (context_frames, *size):
+        found = game_branches(num, context_frames, size, frame_stride, horizon, buttons, seed)
+        if cache:
+            save_branches(found, cache)
+    return found
+
+
+__all__ = ["Branches", "game_branches", "cached_branches", "save_branches", "load_branches", "camera_x",
+           "FRAME_SKIP"]
