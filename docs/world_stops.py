@@ -8,6 +8,12 @@ again and overwritten; --seed must be the one the file was made with). Rows: the
 game scrolls less than world_eval.STOPPED px per frame with right + B held (a wall holds Mario). Columns: the last
 real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12 and 32. Frames
 are enlarged 2×, nearest neighbour.
+
+--read-as-real: the model plays told that every context frame is real (a mark_own model's mark embedding zeroed:
+marks 0000 at every frame, as at a rollout's first frame), to see what the marks do (docs/benchmarks.md section 6):
+
+    python docs/world_stops.py --seed 1 --branches branches_seed1.npz --read-as-real \
+        --out docs/media/world-stops-as-real.png
 """
 
 from __future__ import annotations
@@ -43,8 +49,13 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=5)
     p.add_argument("--branches", default=None, help="an .npz of game branches to reuse or write (evaluate's)")
     p.add_argument("--out", default="docs/media/world-stops.png")
+    p.add_argument("--read-as-real", action="store_true", help="mark every context frame real (mark_own models)")
     args = p.parse_args()
     model = load_model(args.checkpoint, device="cpu")[0]
+    if args.read_as_real:
+        if model.world is None or model.world.own_embed is None:
+            raise SystemExit(f"{args.checkpoint} reads no marks (it was trained without mark_own)")
+        model.world.own_embed.weight.data.zero_()  # marks · W + b with marks 0: the embedding of a real context
     found, stops = stop_moments(model, args.pairs, args.seed, args.branches)
     rows = stops[:args.rows]
     print(f"{len(stops)} of {args.pairs} moments: the game's camera stops; showing {[int(r) for r in rows]}")

@@ -12,6 +12,9 @@ Each choice and where it comes from:
   et al. 2024, concatenates context latents the same way). The stem reads [x_t, context] as 3·(K + 1) channels of
   one frame, so a step costs one image-net call whatever K is — the fast design; a 3D net with one noise level per
   frame (diffusion forcing, Chen et al. 2024, as in Oasis) would denoise several frames at once but costs more.
+  K = 4. A longer context (`widen_context`: `train --init <model> --set context_frames=8`) did not stop the model
+  better where a wall holds Mario after an hour of training, although in the recordings a camera still for 7 frame
+  steps starts again 3× less often than one still for 3 (docs/benchmarks.md section 6).
 - Buttons as 8 bits per frame (multi-hot: right+B is two bits, not a 9th "action"), the K + 1 frames' bits
   flattened into one vector, embedded by an MLP and ADDED to the time embedding, so every residual block's
   scale-and-shift (FiLM) sees them (DIAMOND: `cond = noise_emb(c_noise) + act_emb(actions)` feeding AdaGroupNorm).
@@ -77,6 +80,10 @@ Each choice and where it comes from:
   player's push mood, mariofm.player.PUSH) keeps +3.4 dB one step ahead and 87% of its palette share over 300
   frames (docs/benchmarks.md section 6). The one-step numbers are from a real context, marks 0000: only a
   rollout's first frame reads that.
+  What the marks do (same section): told that all its frames are real (marks 0), the shipped model stops where the
+  game's camera stops and keeps the walls, but stalls where the game runs: its frames carry less motion than the
+  game's. The marks are its learnt correction for its own frames, adding motion and redrawing the scene wherever it
+  is; at a wall that is why it runs on, and the redrawing melts the wall.
 - A view of the whole frame (cfg.spatial_attention, mariofm.attention.SpatialAttention; DIAMOND's CS:GO net has
   self-attention at its deepest levels): the scroll is one decision for the frame, and a convolution mostly mixes
   neighbours. Added to the shipped weights and fine-tuned for an hour, it stopped no better where a wall holds
@@ -239,5 +246,40 @@ class WorldConditioning(nn.Module):
         return stacked, emb, context[:, :, -1:]
 
 
+def widen_context(weights: dict[str, torch.Tensor], old_k: int, new_k: int, channels: int = 3,
+                  patch: int = 1) -> dict[str, torch.Tensor]:
+    """A world model's weights for a longer context (`train --init <model> --set context_frames=8`): the weights
+    that read the K = old_k context frames read the newest old_k of new_k, and those of the older frames start at
+    zero, so the widened net computes what the old one computed, whatever the older frames hold.
+
+    Three tensors read the context: the stem's input channels (x_t then the context, channel-major: c·K + k, each
+    folded into patch² channels by patchify), the button embedding's first layer (frame-major: k·8 + button, K + 1
+    frames) and the mark embedding (one column per context frame)."""
+    if new_k < old_k:
+        raise ValueError(f"context_frames={new_k} is shorter than the {old_k} frames the weights read: a run can "
+                         f"start from a model with a shorter or the same context, not a longer one")
+    out, extra = dict(weights), new_k - old_k
+
+    def spread(w: torch.Tensor, old_index: torch.Tensor, new_index: torch.Tensor, size: int) -> torch.Tensor:
+        wide = w.new_zeros(w.shape[0], size, *w.shape[2:])
+        wide[:, new_index] = w[:, old_index]
+        return wide
+
+    def stem_channels(k: int, first: int) -> torch.Tensor:  # x_t's, then those of context frames first.. first+old_k
+        inputs = list(range(channels)) + [channels + c * k + f for c in range(channels)
+                                          for f in range(first, first + old_k)]
+        return (torch.tensor(inputs)[:, None] * patch**2 + torch.arange(patch**2)).flatten()
+
+    out["stem.weight"] = spread(weights["stem.weight"], stem_channels(old_k, 0), stem_channels(new_k, extra),
+                                channels * (new_k + 1) * patch**2)
+    buttons = torch.arange((old_k + 1) * NUM_BUTTONS)
+    out["world.action_embed.0.weight"] = spread(weights["world.action_embed.0.weight"], buttons,
+                                                buttons + extra * NUM_BUTTONS, (new_k + 1) * NUM_BUTTONS)
+    if "world.own_embed.weight" in weights:
+        marks = torch.arange(old_k)
+        out["world.own_embed.weight"] = spread(weights["world.own_embed.weight"], marks, marks + extra, new_k)
+    return out
+
+
 __all__ = ["BUTTONS", "NUM_BUTTONS", "WorldConditioning", "action_bits", "buttons_byte", "guided_velocity",
-           "noise_context"]
+           "noise_context", "widen_context"]

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mariofm.checkpoint import CHECKPOINT, MODEL, load_model, save_atomic
+from mariofm.conditioning import widen_context
 from mariofm.config import Config
 from mariofm.device import autocast_dtype, hardware
 from mariofm.schedule import Budget, make_scheduler
@@ -99,7 +100,11 @@ class Run:
 
     def start_from(self, path: str | Path) -> None:
         """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning)."""
-        weights = load_model(path)[0].state_dict()  # on the CPU: load_state_dict copies to the run's device
+        model, cfg = load_model(path)  # on the CPU: load_state_dict copies to the run's device
+        weights = model.state_dict()
+        if cfg.context_frames and self.cfg.context_frames != cfg.context_frames:  # --set context_frames=8
+            weights = widen_context(weights, cfg.context_frames, self.cfg.context_frames, cfg.video_channels,
+                                    cfg.patch_size)
         # a part this config adds whose output starts at zero (mark_own's embedding, spatial_attention's block) may
         # be missing: it starts as built
         added = {k: v for k, v in self.model.state_dict().items() if k.startswith(ADDED_AT_ZERO) and k not in weights}

@@ -125,14 +125,17 @@ def game_branches(num: int, context_frames: int, size: tuple[int, int], frame_st
 def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int], frame_stride: int, horizon: int,
                     buttons: tuple[str, ...], seed: int) -> Branches:
     """game_branches, kept in the .npz `cache` (playing them takes minutes) and reused when its shapes and button
-    sets match; a file made for other settings is played again and overwritten. `cache` None: always played."""
+    sets match; a file made for other settings is played again and overwritten. `cache` None: always played. A file
+    with a longer context serves a model with a shorter one, which reads its last K frames: models of different K
+    are scored from the same moments (with their own K, a context ends later: K·frame_stride recorded frames)."""
     found = load_branches(cache) if cache and Path(cache).is_file() else None
     if found is None or found.frames.shape[:3] != (num, len(buttons), horizon) or found.buttons != tuple(buttons) \
-            or found.context.shape[1:4] != (context_frames, *size):
+            or found.context.shape[1] < context_frames or found.context.shape[2:4] != tuple(size):
         found = game_branches(num, context_frames, size, frame_stride, horizon, buttons, seed)
         if cache:
             save_branches(found, cache)
-    return found
+    k = context_frames
+    return found._replace(context=found.context[:, -k:], context_actions=found.context_actions[:, -k:])
 
 
 __all__ = ["Branches", "game_branches", "cached_branches", "save_branches", "load_branches", "camera_x",

@@ -146,6 +146,10 @@ def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
                  str(tmp_path / "attended"), "--steps", "1", "--init", str(first)]) == 0
     attended = load_model(tmp_path / "attended", ema=False)[0]
     assert attended.cfg.spatial_attention and attended.space_attn.proj.weight.abs().max() > 0  # it trained
+    # a longer context: the weights read the newest K frames (mariofm.conditioning.widen_context)
+    assert main(["train", "--set", f"context_frames={K + 1}", "--data", str(mario_clips), "--out",
+                 str(tmp_path / "longer"), "--steps", "1", "--init", str(first)]) == 0
+    assert load_model(tmp_path / "longer")[1].context_frames == K + 1
     wider = preset("world-smoke", base_ch=16)
     with pytest.raises(RuntimeError) as torch_error:  # torch's words for the misfit: the message names its last line
         VideoUNet(wider).load_state_dict(start)

@@ -95,6 +95,32 @@ def test_buttons_change_the_output_unless_their_embedding_is_zeroed():
     assert not buttons_matter(deaf)
 
 
+@pytest.mark.parametrize("patch", [1, 2])
+def test_a_model_widened_to_a_longer_context_computes_what_it_did_whatever_the_older_frames_hold(patch):
+    from mariofm.conditioning import widen_context
+
+    model = tiny(mark_own=True, patch_size=patch)
+    torch.nn.init.normal_(model.world.own_embed.weight, std=0.5)  # zero-init: make the marks matter
+    wide = VideoUNet(preset("world-smoke", mark_own=True, patch_size=patch, context_frames=K + 3)).eval()
+    wide.load_state_dict(widen_context(model.state_dict(), K, K + 3, 3, patch))
+    x, t, _ = inputs()
+    g = torch.Generator().manual_seed(2)
+    context = torch.rand(2, 3, K + 3, 32, 32, generator=g) * 2 - 1
+    actions = (torch.rand(2, K + 4, 8, generator=g) > 0.5).float()
+    own = (torch.rand(2, K + 3, generator=g) > 0.5).float()
+    with torch.no_grad():
+        old = model(x, t, context=context[:, :, 3:], actions=actions[:, 3:], own=own[:, 3:])
+        for older in (context[:, :, :3], -context[:, :, :3]):  # the older frames, the buttons and marks over them
+            new = wide(x, t, context=torch.cat([older, context[:, :, 3:]], 2), actions=actions, own=own)
+            torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
+            actions[:, :3], own[:, :3] = 1 - actions[:, :3], 1 - own[:, :3]
+        # the newest frame is read where it was: moving it changes the output
+        moved = wide(x, t, context=context.roll(1, dims=2), actions=actions, own=own)
+    assert (moved - old).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="context_frames=1 is shorter than the 2 frames the weights read"):
+        widen_context(model.state_dict(), K, 1)
+
+
 def test_context_noise_is_drawn_in_training_only():
     x, t, context = inputs()
     a = bits(0x41)
@@ -309,7 +335,7 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
 
 def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_path):
     from mariofm.world_eval import STOPPED, button_scores, frame_scroll
-    from mariofm.world_truth import load_branches
+    from mariofm.world_truth import cached_branches, load_branches
 
     model, cache, horizon = tiny(), tmp_path / "branches.npz", 10
     out = button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache)
@@ -333,6 +359,14 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
     stamp = cache.stat().st_mtime_ns
     assert button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache) == out  # the cache is reused ...
     assert cache.stat().st_mtime_ns == stamp
+    # a model with a shorter context is scored from the same moments: it reads their last frames
+    cfg, sets = model.cfg, ("right+b", "none")
+    shorter = cached_branches(cache, 2, K - 1, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets, 0)
+    assert np.array_equal(shorter.context, branches.context[:, 1:]) and shorter.context.shape[1] == K - 1
+    assert torch.equal(shorter.context_actions, branches.context_actions[:, 1:])
+    assert np.array_equal(shorter.frames, branches.frames) and cache.stat().st_mtime_ns == stamp
+    longer = cached_branches(cache, 2, K + 1, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets, 0)
+    assert longer.context.shape[1] == K + 1 and load_branches(cache).context.shape[1] == K + 1  # played again
     button_scores(model, pairs=1, horizon=horizon, seed=0, cache=cache)  # ... unless it holds other branches
     assert load_branches(cache).frames.shape[:3] == (1, 2, horizon)
 
