@@ -12,9 +12,9 @@ Each choice and where it comes from:
   et al. 2024, concatenates context latents the same way). The stem reads [x_t, context] as 3·(K + 1) channels of
   one frame, so a step costs one image-net call whatever K is — the fast design; a 3D net with one noise level per
   frame (diffusion forcing, Chen et al. 2024, as in Oasis) would denoise several frames at once but costs more.
-  K = 4. A longer context (`widen_context`: `train --init <model> --set context_frames=8`) did not stop the model
-  better where a wall holds Mario after an hour of training, although in the recordings a camera still for 7 frame
-  steps starts again 3× less often than one still for 3 (docs/benchmarks.md section 6).
+  K = 4. Widened to K = 8 (`widen_context`: `train --init <model> --set context_frames=8`) and fine-tuned for an
+  hour, the model stopped no better where a wall holds Mario, although in the recordings a camera still for 7
+  frame steps starts again 3× less often than one still for 3 (docs/benchmarks.md section 6).
 - Buttons as 8 bits per frame (multi-hot: right+B is two bits, not a 9th "action"), the K + 1 frames' bits
   flattened into one vector, embedded by an MLP and ADDED to the time embedding, so every residual block's
   scale-and-shift (FiLM) sees them (DIAMOND: `cond = noise_emb(c_noise) + act_emb(actions)` feeding AdaGroupNorm).
@@ -80,10 +80,11 @@ Each choice and where it comes from:
   player's push mood, mariofm.player.PUSH) keeps +3.4 dB one step ahead and 87% of its palette share over 300
   frames (docs/benchmarks.md section 6). The one-step numbers are from a real context, marks 0000: only a
   rollout's first frame reads that.
-  What the marks do (same section): told that all its frames are real (marks 0), the shipped model stops where the
-  game's camera stops and keeps the walls, but stalls where the game runs: its frames carry less motion than the
-  game's. The marks are its learnt correction for its own frames, adding motion and redrawing the scene wherever it
-  is; at a wall that is why it runs on, and the redrawing melts the wall.
+  What the marks do (same section): told that all its frames are real (marks 0), the shipped model barely scrolls
+  anywhere, where the game's camera stops and where it runs (its frames carry less motion than the game's), and
+  its walls stay. The marks are its learnt correction for its own frames: they add about as much motion at a wall
+  as in the open, so neither way does it tell the two apart, and (our reading) the redrawing that comes with them
+  is what melts the walls.
 - A view of the whole frame (cfg.spatial_attention, mariofm.attention.SpatialAttention; DIAMOND's CS:GO net has
   self-attention at its deepest levels): the scroll is one decision for the frame, and a convolution mostly mixes
   neighbours. Added to the shipped weights and fine-tuned for an hour, it stopped no better where a wall holds
@@ -270,8 +271,9 @@ def widen_context(weights: dict[str, torch.Tensor], old_k: int, new_k: int, chan
                                           for f in range(first, first + old_k)]
         return (torch.tensor(inputs)[:, None] * patch**2 + torch.arange(patch**2)).flatten()
 
-    out["stem.weight"] = spread(weights["stem.weight"], stem_channels(old_k, 0), stem_channels(new_k, extra),
-                                channels * (new_k + 1) * patch**2)
+    stem = "stem.weight" if "stem.weight" in weights else "stem.0.weight"  # "2+1d": its 1x3x3 conv comes first
+    out[stem] = spread(weights[stem], stem_channels(old_k, 0), stem_channels(new_k, extra),
+                       channels * (new_k + 1) * patch**2)
     buttons = torch.arange((old_k + 1) * NUM_BUTTONS)
     out["world.action_embed.0.weight"] = spread(weights["world.action_embed.0.weight"], buttons,
                                                 buttons + extra * NUM_BUTTONS, (new_k + 1) * NUM_BUTTONS)

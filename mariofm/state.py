@@ -99,12 +99,16 @@ class Run:
         self.data = state.get("data") or self.data
 
     def start_from(self, path: str | Path) -> None:
-        """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning)."""
+        """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning). A world
+        model may be given a longer context (`--set context_frames=8`: mariofm.conditioning.widen_context)."""
         model, cfg = load_model(path)  # on the CPU: load_state_dict copies to the run's device
         weights = model.state_dict()
-        if cfg.context_frames and self.cfg.context_frames != cfg.context_frames:  # --set context_frames=8
-            weights = widen_context(weights, cfg.context_frames, self.cfg.context_frames, cfg.video_channels,
-                                    cfg.patch_size)
+        if cfg.context_frames and self.cfg.context_frames != cfg.context_frames:
+            try:
+                weights = widen_context(weights, cfg.context_frames, self.cfg.context_frames, cfg.video_channels,
+                                        cfg.patch_size)
+            except ValueError as err:
+                raise ValueError(f"--init {path}: {err}") from None
         # a part this config adds whose output starts at zero (mark_own's embedding, spatial_attention's block) may
         # be missing: it starts as built
         added = {k: v for k, v in self.model.state_dict().items() if k.startswith(ADDED_AT_ZERO) and k not in weights}

@@ -20,6 +20,7 @@ from RAM as well (level pixels), to check the frame-based scroll estimate agains
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -126,16 +127,20 @@ def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int],
                     buttons: tuple[str, ...], seed: int) -> Branches:
     """game_branches, kept in the .npz `cache` (playing them takes minutes) and reused when its shapes and button
     sets match; a file made for other settings is played again and overwritten. `cache` None: always played. A file
-    with a longer context serves a model with a shorter one, which reads its last K frames: models of different K
-    are scored from the same moments (with their own K, a context ends later: K·frame_stride recorded frames)."""
+    with a longer context serves a model with a shorter one, which reads its last K frames, so that models of
+    different K are scored from the same moments (played for each K, the moments would differ: a context spans
+    K·frame_stride recorded frames, so a larger K ends later); a note says so."""
     found = load_branches(cache) if cache and Path(cache).is_file() else None
     if found is None or found.frames.shape[:3] != (num, len(buttons), horizon) or found.buttons != tuple(buttons) \
             or found.context.shape[1] < context_frames or found.context.shape[2:4] != tuple(size):
         found = game_branches(num, context_frames, size, frame_stride, horizon, buttons, seed)
         if cache:
             save_branches(found, cache)
-    k = context_frames
-    return found._replace(context=found.context[:, -k:], context_actions=found.context_actions[:, -k:])
+    first = found.context.shape[1] - context_frames
+    if first:
+        print(f"{cache}: moments made with {found.context.shape[1]} context frames; the model reads the last "
+              f"{context_frames} of them", file=sys.stderr)
+    return found._replace(context=found.context[:, first:], context_actions=found.context_actions[:, first:])
 
 
 __all__ = ["Branches", "game_branches", "cached_branches", "save_branches", "load_branches", "camera_x",

@@ -166,7 +166,7 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   (docs/media/world-stops.png): with right + B held it shifts the scene, the wall starts to melt by frame 12
 #   and is gone by frame 32; a wall it no longer draws cannot stop it. Self-attention over the whole frame
 #   (`spatial_attention`), which lets every place see Mario and the wall, did not change that, and neither did
-#   8 context frames instead of 4. What makes it run on there: see "Told which frames are its own" below.
+#   8 context frames instead of 4. Why it runs on there is in the point on its marks below.
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
 #   camera within a few frames. The shipped model was fine-tuned with the last 2 of its 4 context frames made by
@@ -181,11 +181,11 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   drawn number of own frames in training it has seen each of these states. (A model trained with always the
 #   last 2 frames its own learnt one switch from the last two bits; told a real context is real, its PSNR one
 #   frame ahead was 1.7 dB higher on average than when told it is its own.)
-#   The marks are its correction for its own frames, and they are why it runs on at a wall: told that every
-#   frame is real (marks 0000 all along), the shipped model stops where the game's camera stops and keeps the
-#   walls (docs/media/world-stops-as-real.png), but it also stalls where the game runs, because its frames carry
-#   less motion than the game's. Marked as its own, it adds the lost motion back and redraws the scene wherever
-#   it is, walls included.
+#   The marks are its correction for its own frames: told that every frame is real (marks 0000 all along), the
+#   shipped model hardly scrolls anywhere, at a wall or in the open, because its frames carry less motion than
+#   the game's, and its walls stay (docs/media/world-stops-as-real.png). Marked as its own, it adds the lost
+#   motion back, about as much at a wall as in the open, and redraws the scene as it goes: neither way does it
+#   tell a wall from open ground.
 # - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
 #   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
 #   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with

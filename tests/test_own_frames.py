@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mariofm.conditioning import widen_context
 from mariofm.config import preset
 from mariofm.data import collate
 from mariofm.own_frames import own_context
@@ -146,10 +147,19 @@ def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
                  str(tmp_path / "attended"), "--steps", "1", "--init", str(first)]) == 0
     attended = load_model(tmp_path / "attended", ema=False)[0]
     assert attended.cfg.spatial_attention and attended.space_attn.proj.weight.abs().max() > 0  # it trained
-    # a longer context: the weights read the newest K frames (mariofm.conditioning.widen_context)
+    # a longer context: the weights read the newest K frames (mariofm.conditioning.widen_context), a step away
     assert main(["train", "--set", f"context_frames={K + 1}", "--data", str(mario_clips), "--out",
                  str(tmp_path / "longer"), "--steps", "1", "--init", str(first)]) == 0
-    assert load_model(tmp_path / "longer")[1].context_frames == K + 1
+    longer, widened = load_model(tmp_path / "longer", ema=False)[0].state_dict(), widen_context(start, K, K + 1)
+    torch.manual_seed(0)
+    fresh_longer = VideoUNet(preset("world-smoke", context_frames=K + 1)).state_dict()
+    assert sum((longer[n] - w).abs().sum() for n, w in widened.items()) < \
+        0.1 * sum((fresh_longer[n] - w).abs().sum() for n, w in widened.items())
+    for name in ("stem.weight", "world.action_embed.0.weight"):  # the widened parts: one AdamW step (lr 1e-4) away
+        assert (longer[name] - widened[name]).abs().max() < 10 * preset("world-smoke").lr
+    with pytest.raises(ValueError, match=re.escape(f"--init {first}: context_frames=1 is shorter than the {K} frames")):
+        train(preset("world-smoke", context_frames=1), mario_clips, tmp_path / "shorter", steps=1, init=first,
+              progress=False)
     wider = preset("world-smoke", base_ch=16)
     with pytest.raises(RuntimeError) as torch_error:  # torch's words for the misfit: the message names its last line
         VideoUNet(wider).load_state_dict(start)

@@ -95,13 +95,13 @@ def test_buttons_change_the_output_unless_their_embedding_is_zeroed():
     assert not buttons_matter(deaf)
 
 
-@pytest.mark.parametrize("patch", [1, 2])
-def test_a_model_widened_to_a_longer_context_computes_what_it_did_whatever_the_older_frames_hold(patch):
+@pytest.mark.parametrize("patch, conv", [(1, "2d"), (2, "2d"), (2, "2+1d")])
+def test_a_model_widened_to_a_longer_context_computes_what_it_did_whatever_the_older_frames_hold(patch, conv):
     from mariofm.conditioning import widen_context
 
-    model = tiny(mark_own=True, patch_size=patch)
+    model = tiny(mark_own=True, patch_size=patch, conv=conv)
     torch.nn.init.normal_(model.world.own_embed.weight, std=0.5)  # zero-init: make the marks matter
-    wide = VideoUNet(preset("world-smoke", mark_own=True, patch_size=patch, context_frames=K + 3)).eval()
+    wide = VideoUNet(preset("world-smoke", mark_own=True, patch_size=patch, conv=conv, context_frames=K + 3)).eval()
     wide.load_state_dict(widen_context(model.state_dict(), K, K + 3, 3, patch))
     x, t, _ = inputs()
     g = torch.Generator().manual_seed(2)
@@ -335,7 +335,7 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
 
 def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_path):
     from mariofm.world_eval import STOPPED, button_scores, frame_scroll
-    from mariofm.world_truth import cached_branches, load_branches
+    from mariofm.world_truth import cached_branches, load_branches, save_branches
 
     model, cache, horizon = tiny(), tmp_path / "branches.npz", 10
     out = button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache)
@@ -359,11 +359,16 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
     stamp = cache.stat().st_mtime_ns
     assert button_scores(model, pairs=2, horizon=horizon, seed=0, cache=cache) == out  # the cache is reused ...
     assert cache.stat().st_mtime_ns == stamp
-    # a model with a shorter context is scored from the same moments: it reads their last frames
+    # a model with a shorter context is scored from the same moments: it reads their last frames (buttons made to
+    # differ frame by frame, so that the first frames' would not pass)
+    branches = branches._replace(context_actions=torch.rand(branches.context_actions.shape))
+    save_branches(branches, cache)
+    stamp = cache.stat().st_mtime_ns
     cfg, sets = model.cfg, ("right+b", "none")
     shorter = cached_branches(cache, 2, K - 1, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets, 0)
     assert np.array_equal(shorter.context, branches.context[:, 1:]) and shorter.context.shape[1] == K - 1
     assert torch.equal(shorter.context_actions, branches.context_actions[:, 1:])
+    assert not np.array_equal(branches.context[:, 0], branches.context[:, 1])
     assert np.array_equal(shorter.frames, branches.frames) and cache.stat().st_mtime_ns == stamp
     longer = cached_branches(cache, 2, K + 1, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets, 0)
     assert longer.context.shape[1] == K + 1 and load_branches(cache).context.shape[1] == K + 1  # played again
