@@ -15,6 +15,7 @@ SOLVERS = ("euler", "heun")  # ODE solvers of mariofm.sample
 TIME_SAMPLINGS = ("uniform", "logit_normal")  # training-time distributions of mariofm.flow.sample_t
 CONVS = ("3d", "2+1d", "2d")  # convolutions of mariofm.unet ("2d": frames never mix, the world model)
 PREDICTIONS = ("velocity", "x0")  # what the net outputs (mariofm.unet); the loss and samplers always see v
+MOVING_FROM = ("context", "target")  # which two frames mariofm.moving compares for a world model's loss weight
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Config:
     own_share: float = 0.5  # ... for this share of each batch; the rest keeps real context frames
     own_draw: bool = False  # ... each of them makes a number of frames drawn from 1..R (False: always R)
     mark_own: bool = False  # the model is told which context frames are its own (1) and which are real (0)
+    moving_weight: float = 0.0  # training: α, the loss weighs 1 + α the pixels the camera does not explain (moving.py)
+    moving_from: str = "context"  # ... between the last two context frames, or the frame before and the target
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
@@ -106,7 +109,8 @@ _REMOVED = ("video_duration",)  # fields of older versions that nothing reads an
 
 _POSITIVE = ("video_height", "video_width", "video_channels", "sequence_length", "frame_stride", "base_ch",
              "num_res_blocks", "patch_size", "time_dim", "batch_size", "grad_accum", "epochs", "sample_steps", "fps")
-_CHOICES = {"prediction": PREDICTIONS, "conv": CONVS, "time_sampling": TIME_SAMPLINGS, "solver": SOLVERS}
+_CHOICES = {"prediction": PREDICTIONS, "conv": CONVS, "time_sampling": TIME_SAMPLINGS, "solver": SOLVERS,
+            "moving_from": MOVING_FROM}
 
 
 def validate(cfg: Config) -> None:
@@ -167,6 +171,13 @@ def validate(cfg: Config) -> None:
     if cfg.mark_own and not cfg.context_frames:
         raise ValueError("config field mark_own=True tells a world model which context frames it made itself: it "
                          "needs context_frames > 0 (or mark_own=False)")
+    if not 0 <= cfg.moving_weight < math.inf or (cfg.moving_weight and not cfg.context_frames):
+        raise ValueError(f"config field moving_weight={cfg.moving_weight!r} must be a finite number >= 0, and 0 unless "
+                         "context_frames > 0: how much more a world model's loss weighs the pixels the camera does "
+                         "not explain (e.g. 4; 0 = every pixel alike)")
+    if cfg.moving_weight and cfg.moving_from == "context" and cfg.context_frames < 2:
+        raise ValueError(f"config field moving_from='context' compares the last two context frames: it needs "
+                         f"context_frames >= 2 (it is {cfg.context_frames}), or moving_from='target'")
     if not 0 < cfg.own_share <= 1:
         raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "
                          "whose context frames the model makes itself (own_frames; e.g. 0.5)")
@@ -254,4 +265,5 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-__all__ = ["SOLVERS", "TIME_SAMPLINGS", "CONVS", "Config", "PRESETS", "preset", "parse_overrides", "validate"]
+__all__ = ["SOLVERS", "TIME_SAMPLINGS", "CONVS", "MOVING_FROM", "Config", "PRESETS", "preset", "parse_overrides",
+           "validate"]

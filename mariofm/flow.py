@@ -75,10 +75,11 @@ def sample_t(batch: int, kind: str = "uniform", *, generator: torch.Generator | 
 
 def fm_loss(model: Velocity, x0: torch.Tensor, *, t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
             time_sampling: str = "uniform", generator: torch.Generator | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The flow-matching loss of `model(x_t, t) -> velocity` on a batch of data x0 of shape (B, ...).
 
-    t and noise are drawn (with `generator`, if given) unless passed in. Returns
+    t and noise are drawn (with `generator`, if given) unless passed in. `weight` (> 0, broadcastable to x0; e.g.
+    mariofm.moving.loss_weight) makes each sample's MSE the weighted mean Σ w·(v − v*)² / Σ w. Returns
         loss        scalar, the mean of per_sample: call loss.backward()
         per_sample  (B,) the MSE of each sample, averaged over its dimensions. NOT detached (it shares loss's
                     graph, so a caller may reweight it); call .detach() before logging it.
@@ -98,7 +99,12 @@ def fm_loss(model: Velocity, x0: torch.Tensor, *, t: torch.Tensor | None = None,
         raise ValueError(f"the model returned shape {tuple(v.shape)} for input {tuple(x0.shape)}; a velocity "
                          "model must return a tensor of its input's shape")
     # compute the error in x0's precision: under autocast the model may return bf16
-    per_sample = (v.to(x0.dtype) - target_velocity(x0, noise)).square().flatten(1).mean(1)
+    error = (v.to(x0.dtype) - target_velocity(x0, noise)).square()
+    if weight is None:
+        per_sample = error.flatten(1).mean(1)
+    else:
+        weight = weight.to(error).expand_as(error).flatten(1)
+        per_sample = (weight * error.flatten(1)).sum(1) / weight.sum(1)
     return per_sample.mean(), per_sample, t
 
 

@@ -115,6 +115,11 @@ def grid_grain(videos: np.ndarray, period: int = 2) -> float:
 # ------------------------------------------------------------------------------------------------------------
 # Scrolling
 # ------------------------------------------------------------------------------------------------------------
+def hud_height(height: int) -> int:
+    """The rows the HUD (score, coins, world, time) takes: the top 32 of the NES's 240, scaled to `height`."""
+    return round(32 * height / 240)
+
+
 def scroll_stats(videos: np.ndarray, max_shift: int | None = None, hud_rows: int | None = None,
                  batch_size: int = 32) -> dict[str, np.ndarray]:
     """Per consecutive frame pair (a, b): the camera's horizontal move s and how well it explains b.
@@ -128,7 +133,7 @@ def scroll_stats(videos: np.ndarray, max_shift: int | None = None, hud_rows: int
     """
     videos = check_videos(videos)
     h, w = videos.shape[2:4]
-    hud = round(32 * h / 240) if hud_rows is None else hud_rows
+    hud = hud_height(h) if hud_rows is None else hud_rows
     s_max = max(1, w // 8) if max_shift is None else max_shift
     if not 0 <= hud < h or not 0 < s_max < w:
         raise ValueError(f"need 0 <= hud_rows < H={h} and 0 < max_shift < W={w}; got {hud}, {s_max}")
@@ -209,5 +214,5 @@ def compare(fake: np.ndarray, real: np.ndarray, real_floor: np.ndarray | None = 
     return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in out.items()}
 
 
-__all__ = ["colour_counts", "real_palette", "palette_usage", "palette_fidelity", "scroll_stats", "scroll_distance",
-           "wasserstein_1d", "compare"]
+__all__ = ["colour_counts", "real_palette", "palette_usage", "palette_fidelity", "hud_height", "scroll_stats",
+           "scroll_distance", "wasserstein_1d", "compare"]

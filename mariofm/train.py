@@ -49,6 +49,7 @@ from mariofm.cli import positive_int
 from mariofm.config import Config, parse_overrides, preset
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
+from mariofm.moving import SPREAD, loss_weight
 from mariofm.own_frames import own_context
 from mariofm.recordings import NoDataError
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
@@ -72,6 +73,9 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
     cfg, batch = run.cfg, dict(batch)
     x0 = batch.pop("video")
     amp_dtype = autocast_dtype(dev, cfg)
+    weight = None
+    if cfg.moving_weight and cfg.moving_from == "target":  # the real frame before it: before own_context replaces it
+        weight = loss_weight(torch.cat([batch["context"][:, :, -1:], x0], 2), cfg.moving_weight)
     if cfg.own_frames:  # a world model reads its own last R context frames in part of the batch (rollout.py)
         own = round(cfg.own_share * len(x0))
         counts = torch.randint(1, cfg.own_frames + 1, (own,), generator=run.noise_gen) if cfg.own_draw else None
@@ -79,6 +83,8 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
             batch["context"], batch["actions"], marks = own_context(run.ema.module, batch["context"],
                                                                   batch["actions"], own, cfg.own_frames,
                                                                   run.noise_gen, counts)
+    if cfg.moving_weight and cfg.moving_from == "context":  # the last two frames the model reads
+        weight = loss_weight(batch["context"], cfg.moving_weight, spread=SPREAD)
     cond = conditioning(run.model, batch)  # e.g. actions, for a model that declares them; {} for VideoUNet
     if cfg.mark_own and cfg.own_frames:  # which context frames it made (without own_frames: all real, the default)
         cond["own"] = marks.to(dev)
@@ -94,7 +100,8 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
         sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
         with sync, torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             velocity = functools.partial(net, **{k: v[part] for k, v in cond.items()})
-            loss, ps, _ = fm_loss(velocity, x0[part], t=t[part], noise=noise[part])
+            loss, ps, _ = fm_loss(velocity, x0[part], t=t[part], noise=noise[part],
+                                  weight=None if weight is None else weight[part].to(dev))
             run.scaler.scale(loss / cfg.grad_accum).backward()
         per_sample.append(ps.detach().float())
     per_sample = torch.cat(per_sample)

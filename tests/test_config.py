@@ -302,3 +302,26 @@ def test_drawn_own_counts_need_own_frames():
                                                  "own_draw=False")):
         Config(**WORLD, own_draw=True)
     assert Config(**WORLD, own_frames=8, own_draw=True).own_draw
+
+
+@pytest.mark.parametrize("changes", [dict(moving_weight=-1.0), dict(moving_weight=float("inf")),
+                                     dict(moving_weight=4.0, context_frames=0, sequence_length=8)])
+def test_moving_weight_is_a_finite_weight_of_a_world_model(changes):
+    value = changes["moving_weight"]
+    with pytest.raises(ValueError, match=message(f"config field moving_weight={value!r} must be a finite number >= "
+                                                 "0, and 0 unless context_frames > 0: how much more a world "
+                                                 "model's loss weighs the pixels the camera does not explain (e.g. "
+                                                 "4; 0 = every pixel alike)")):
+        Config(**{**WORLD, **changes})
+    assert Config(**WORLD, moving_weight=4.0).moving_weight == 4.0 and Config().moving_weight == 0
+
+
+def test_moving_pixels_from_the_context_need_two_context_frames():
+    with pytest.raises(ValueError, match=message("config field moving_from='context' compares the last two context "
+                                                 "frames: it needs context_frames >= 2 (it is 1), or "
+                                                 "moving_from='target'")):
+        Config(context_frames=1, sequence_length=1, moving_weight=4.0)
+    assert Config(context_frames=1, sequence_length=1, moving_weight=4.0, moving_from="target").moving_weight == 4
+    assert Config(context_frames=1, sequence_length=1, moving_from="context").moving_weight == 0  # off: no need
+    with pytest.raises(ValueError, match="moving_from"):
+        Config(**WORLD, moving_from="sprites")
