@@ -42,14 +42,12 @@ from mariofm.metrics import hud_height, scroll_stats
 MOVING_THRESHOLD = 24 / 127.5  # 24 of 255 levels, in [-1, 1] units
 BLENDS = (0.0, 0.25, 0.5, 0.75)  # the fractions of a pixel tried between two whole shifts
 SPREAD = 2  # moving_from="context": pixels around a sprite that moved weigh as much (where it may be next)
+FAR = 1e4  # what stands where a moved frame has no counterpart (the columns the camera brings in)
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-FAR = 1e4  # what stands where a moved frame has no counterpart (the columns the camera brings in)
 
 
 def shifted(frame: torch.Tensor, s: int) -> torch.Tensor:
