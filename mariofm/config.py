@@ -176,7 +176,7 @@ def validate(cfg: Config) -> None:
                          "context_frames > 0: how much more a world model's loss weighs the pixels the camera does "
                          "not explain (e.g. 4; 0 = every pixel alike)")
     if cfg.moving_weight and cfg.moving_from == "context" and cfg.context_frames < 2:
-        raise ValueError(f"config field moving_from='context' compares the last two context frames: it needs "
+        raise ValueError("config field moving_from='context' compares the last two context frames: it needs "
                          f"context_frames >= 2 (it is {cfg.context_frames}), or moving_from='target'")
     if not 0 < cfg.own_share <= 1:
         raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "

@@ -34,20 +34,15 @@ foreground- or motion-weighted losses of video prediction.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from mariofm.metrics import hud_height, scroll_stats
+from mariofm.video import to_uint8
 
 MOVING_THRESHOLD = 24 / 127.5  # 24 of 255 levels, in [-1, 1] units
 BLENDS = (0.0, 0.25, 0.5, 0.75)  # the fractions of a pixel tried between two whole shifts
 SPREAD = 2  # moving_from="context": pixels around a sprite that moved weigh as much (where it may be next)
 FAR = 1e4  # what stands where a moved frame has no counterpart (the columns the camera brings in)
-
-
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def shifted(frame: torch.Tensor, s: int) -> torch.Tensor:
@@ -66,7 +61,7 @@ def moving_pixels(before: torch.Tensor, after: torch.Tensor, threshold: float = 
     camera (see the module docstring), 0.0 elsewhere."""
     if before.shape != after.shape or before.ndim != 4:
         raise ValueError(f"before {tuple(before.shape)} and after {tuple(after.shape)} must both be (B, 3, H, W)")
-    shift = scroll_stats(np.stack([_uint8(before), _uint8(after)], axis=1))["shift"][:, 0]
+    shift = scroll_stats(to_uint8(torch.stack([before, after], dim=2).detach()))["shift"][:, 0]
     hud = hud_height(after.shape[-2])
     error = torch.empty_like(after[:, :1])
     for i, s in enumerate(shift.tolist()):
