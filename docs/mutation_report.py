@@ -44,8 +44,9 @@ GROUPS = {
         scope={"mariofm/schedule.py": ["*"], "mariofm/state.py": ["*"], "mariofm/checkpoint.py": ["*"],
                "mariofm/train.py": ["x_train_step__*"], "mariofm/stopping.py": ["x_out_of_memory__*"],
                "mariofm/runlog.py": ["x_read_metrics__*", "xǁMetricsLogǁ*"],
-               "mariofm/own_frames.py": ["*"]},
-        tests=["tests/test_training_step.py", "tests/test_checkpoint.py", "tests/test_own_frames.py"]),
+               "mariofm/own_frames.py": ["*"], "mariofm/moving.py": ["*"]},
+        tests=["tests/test_training_step.py", "tests/test_checkpoint.py", "tests/test_own_frames.py",
+               "tests/test_moving.py"]),
 }
 KILLED_CODES = {1, 3}  # a test failed / pytest's internal error
 TIMEOUT_CODES = {36, -24, 24, 152, 255}  # CPU time limit: the mutant looped or slowed the tests 30-fold

@@ -17,17 +17,25 @@ the emulator made it (`<stem>.actions.npy`, mariofm.record).
 With own_frames = R > 0 (training on the model's own frames, cfg.own_frames) a window is K + R + 1 frames: the
 context holds K + R real frames, the actions K + R + 1 rows, and the trainer lets the model make the last R of
 them from the first K (mariofm.own_frames.own_context). `training_data` asks for R only for the training split.
+
+With held_share = s > 0 (cfg.held_share) the windows whose next frame is the moment a wall holds Mario
+(`held_windows`: right held, Mario's x in the level rose over the context and does not rise into the next frame, and
+he is alive; from the recording's RAM log, `mario_x` in its JSON sidecar) are drawn again: s/(1 − s)·N items are
+added after the N windows, cycling through the held ones, so that they make a share s of each shuffled epoch beside
+their own share among the N. In the recordings about 3% of the windows are such moments: a world model that
+runs on at walls may have seen too few of them.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mariofm.conditioning import action_bits
+from mariofm.conditioning import BUTTONS, action_bits
 from mariofm.data import MarioClips
 from mariofm.recordings import NoDataError, find_videos
 
@@ -44,6 +52,36 @@ def held_bits(actions: np.ndarray, frames: np.ndarray, stride: int) -> torch.Ten
     return torch.stack(rows)
 
 
+def _mario_x(video: Path) -> tuple[np.ndarray, int]:
+    """A recording's RAM log: Mario's x in the level per recorded frame, and the frame he dies on (or the end)."""
+    sidecar = video.with_suffix(".json")
+    try:
+        meta = json.loads(sidecar.read_text())
+        x = np.asarray(meta["mario_x"], np.int64)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise NoDataError(video.parent, f"held_share needs Mario's x from {sidecar.name} (its 'mario_x', written by "
+                                        f"mariofm record), which could not be read ({err!r}): record the folder "
+                                        "again with mariofm, or set held_share=0") from None
+    deaths = [e["frame"] for e in meta.get("events", []) if e.get("event") == "death"]
+    return x, min(deaths, default=len(x))
+
+
+def held_windows(clips: MarioClips, context_frames: int) -> np.ndarray:
+    """Indices of the windows of `clips` whose next frame is the moment a wall holds Mario (module docstring)."""
+    stride, right, left = clips.frame_stride, BUTTONS.index("right"), BUTTONS.index("left")
+    logs, out = {}, []
+    for i, (index, start) in enumerate(clips.windows):
+        if index not in logs:
+            logs[index] = _mario_x(clips.files[index])
+        x, death = logs[index]
+        target = start + stride * context_frames
+        bits = action_bits(clips.actions[index][target - stride + 1:target + 1])
+        if target < min(death, len(x)) and bits[:, right].all() and not bits[:, left].any() \
+                and x[target] <= x[target - stride] and x[target - stride] > x[start]:
+            out.append(i)
+    return np.array(out, np.int64)
+
+
 class NextFrames(Dataset):
     """Windows of K + 1 frames as (next frame, K context frames, K + 1 button-bit rows); see the module docstring.
 
@@ -52,7 +90,8 @@ class NextFrames(Dataset):
     """
 
     def __init__(self, root: str | Path, context_frames: int, size: tuple[int, int] = (240, 256),
-                 frame_stride: int = 1, split: str = "train", hop: int = 1, own_frames: int = 0, **kwargs) -> None:
+                 frame_stride: int = 1, split: str = "train", hop: int = 1, own_frames: int = 0,
+                 held_share: float = 0.0, **kwargs) -> None:
         if not isinstance(context_frames, int) or context_frames < 1:
             raise ValueError(f"context_frames={context_frames!r} must be a positive integer, e.g. 4")
         self.context_frames = context_frames + own_frames  # frames before the target that the item holds
@@ -74,6 +113,14 @@ class NextFrames(Dataset):
             raise NoDataError(root, f"{asked} at frame_stride={frame_stride} needs clips of at least {span} "
                                     f"recorded frames (K context frames, the own frames in training, the next one). "
                                     f"{str(err).splitlines()[0]}") from None
+        self.held, self.extra = np.zeros(0, np.int64), 0
+        if held_share:
+            self.held = held_windows(self.clips, self.context_frames)
+            if not len(self.held):
+                raise NoDataError(root, f"held_share={held_share} draws again the windows where a wall holds Mario, "
+                                        "but these recordings have none: record more (record --push 0.3 runs into "
+                                        "walls) or set held_share=0")
+            self.extra = round(held_share / (1 - held_share) * len(self.clips))
 
     @classmethod
     def from_config(cls, cfg, root: str | Path, split: str = "train", **kwargs) -> NextFrames:
@@ -85,11 +132,16 @@ class NextFrames(Dataset):
         return cls(root, cfg.context_frames, (cfg.video_height, cfg.video_width), cfg.frame_stride, split, **kwargs)
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.clips) + self.extra
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window {i} out of range for {len(self)} windows")
+        i %= len(self)
+        if i >= len(self.clips):  # an added item: a held window again
+            i = int(self.held[(i - len(self.clips)) % len(self.held)])
         item = self.clips[i]
-        index, start = self.clips.windows[i % len(self)]
+        index, start = self.clips.windows[i]
         stride, k = self.clips.frame_stride, self.context_frames
         frames = start + stride * np.arange(k + 1)
         video = item["video"]  # (3, K + 1, H, W)
@@ -104,9 +156,9 @@ def training_data(cfg, root: str | Path, split: str = "train", **kwargs) -> Data
     """The data set a Config trains on: MarioClips for a video model; NextFrames (the next frame, K context frames
     and the buttons) for a world model (cfg.context_frames > 0)."""
     if cfg.context_frames:  # the model's own frames only where it learns: a validation loss stays comparable
-        own = cfg.own_frames if split == "train" else 0
-        return NextFrames.from_config(cfg, root, split=split, own_frames=own, **kwargs)
+        own, held = (cfg.own_frames, cfg.held_share) if split == "train" else (0, 0.0)
+        return NextFrames.from_config(cfg, root, split=split, own_frames=own, held_share=held, **kwargs)
     return MarioClips.from_config(cfg, root, split=split, **kwargs)
 
 
-__all__ = ["NextFrames", "NoActionsError", "held_bits", "training_data"]
+__all__ = ["NextFrames", "NoActionsError", "held_bits", "held_windows", "training_data"]

@@ -15,7 +15,9 @@ Three measurements, each beside a reference that needs no model:
    buttons (model, and the real game itself), each set's mean scroll speed, model over game, and its mean speed
    frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some),
    and split by moment: the speeds where the game runs and where it stops, and how well the model's speed follows
-   the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops).
+   the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops), and where
+   it stops, by why (`stop_causes`, from Mario's x and state in RAM: held by a wall, dying, or walking left of the
+   screen's middle, where the camera does not follow him).
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
    and frame statistics (brightness, contrast, motion between frames, colours per frame, and the chequered grain
    that sits on the model's patch grid: metrics.grid_grain) of frames 250-300 against frames 1-50, and the same
@@ -38,6 +40,8 @@ from mariofm.world_data import NextFrames, held_bits
 HORIZONS = (1, 4, 16, 64)
 EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
 STOPPED = 0.5  # px/frame: where the real game scrolls less over the horizon, its camera stops (wall, pit, Mario left)
+HELD = 16  # level pixels (one block): a living Mario no further than this over the horizon's second half is held
+CAUSES = ("held", "dies", "walks")  # why the game's camera stops: a wall (or nothing) holds Mario; he dies; he walks
 PSNR_CAP = 60.0
 
 
@@ -113,6 +117,28 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
                 game_px_where_game_stops=mean(game, ~runs), scroll_correlation=r)
 
 
+def stop_causes(mario: np.ndarray, dies: np.ndarray) -> np.ndarray:
+    """Why Mario does not take the camera along, from RAM (mariofm.world_truth): Mario's x in the level over the
+    horizon (N, horizon + 1) and whether he died (N,) -> (N,) of CAUSES: "dies"; "held" when he gets no further than
+    HELD level pixels over the horizon's second half (a wall or a pipe stopped him, or he stands); else "walks" (he
+    still gets further, left of the screen's middle, where the camera does not follow). Meant for the moments where
+    the camera stops."""
+    half = mario.shape[1] // 2
+    further = mario[:, -1] - mario[:, half]
+    return np.where(dies, "dies", np.where(further <= HELD, "held", "walks"))
+
+
+def speed_by_cause(model: np.ndarray, game: np.ndarray, horizon: int, causes: np.ndarray) -> dict:
+    """Mean speeds (px/frame) of model and game where the game's camera stops, by stop_causes' answer."""
+    model, game, stops = model / horizon, game / horizon, game / horizon < STOPPED
+    out = {}
+    for cause in CAUSES:
+        keep = stops & (causes == cause)
+        out[cause] = dict(moments=int(keep.sum()), model_px=float(model[keep].mean()) if keep.any() else None,
+                          game_px=float(game[keep].mean()) if keep.any() else None)
+    return out
+
+
 def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cache: str | Path | None = None,
                   **sampling) -> dict:
     """`cache`: an .npz to keep the real game's branches in (playing them takes minutes); reused when it matches."""
@@ -126,6 +152,7 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
     out: dict = {"pairs": pairs, "horizon_frames": horizon, "levels": branches.levels}
     scroll = {}
     for s, name in enumerate(sets):
+        causes = stop_causes(branches.mario[:, s], branches.dies[:, s])
         held = action_bits(np.full((pairs, horizon), buttons_byte(name), np.uint8))
         made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=seed,
                        **sampling)
@@ -136,7 +163,8 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
                          speed_ratio=model_px / game_px if game_px else None,
                          model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist(),
                          model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist(),
-                         **speed_split(*scroll[name], horizon))
+                         **speed_split(*scroll[name], horizon),
+                         where_game_stops_by_cause=speed_by_cause(*scroll[name], horizon, causes))
     (run_m, run_g), (stand_m, stand_g) = scroll["right+b"], scroll["none"]
     out["model_right_b_scrolls_more"] = float((run_m > stand_m).mean())
     out["game_right_b_scrolls_more"] = float((run_g > stand_g).mean())
@@ -212,6 +240,10 @@ def print_world_table(report: dict) -> None:
                   f"{np.mean(model_px[EARLY:]):.2f}, game {np.mean(game_px[EARLY:]):.2f}")
         print(f"  {'':8s} where the game runs ({r['game_runs']} of {b['pairs']}): {_pair(r, 'runs')}; where it stops: "
               f"{_pair(r, 'stops')}; moment by moment r = {_number(r['scroll_correlation'])}")
+        causes = r["where_game_stops_by_cause"]
+        print(f"  {'':8s} where it stops, by why: " + "; ".join(
+            f"{WHY[c]} ({v['moments']}): model {_number(v['model_px'])}, game {_number(v['game_px'])}"
+            for c, v in causes.items()))
     print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
           f"{b['game_right_b_scrolls_more']:.0%}")
     print(f"stability ({s['rollouts']} rollouts x {s['frames']} frames, random buttons)")
@@ -221,6 +253,9 @@ def print_world_table(report: dict) -> None:
               f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}  grid grain "
               f"{r['grid_grain']:.1f}")
     print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
+
+
+WHY = dict(held="Mario held", dies="Mario dies", walks="Mario walks left of the middle")
 
 
 def _number(value: float | None) -> str:
@@ -239,4 +274,5 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split"]
+           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "stop_causes",
+           "speed_by_cause"]

@@ -16,6 +16,11 @@ from RAM as well (level pixels), to check the frame-based scroll estimate agains
     branches.context          uint8 (N, K, H, W, 3)      branches.context_actions  float (N, K, 8) button shares
     branches.frames           uint8 (N, S, horizon, H, W, 3): the real frames with button set s held
     branches.camera           int (N, S, horizon + 1): the camera's x in the level, from the last context frame on
+    branches.mario            int (N, S, horizon + 1): Mario's x in the level, the same frames (RAM, mariofm.nes)
+    branches.dies             bool (N, S): Mario died (or fell into a pit) within the horizon
+
+Why the camera stops is a question of Mario, whom a world model must keep on the screen to answer it: a wall holds
+him (his x stays), he dies, or he walks on left of the screen's middle, where the camera does not follow.
 """
 
 from __future__ import annotations
@@ -45,19 +50,24 @@ class Branches(NamedTuple):
     camera: np.ndarray
     buttons: tuple[str, ...]
     levels: list[str]
+    mario: np.ndarray
+    dies: np.ndarray
 
 
 def save_branches(branches: Branches, path) -> None:
     """Keep branches in an .npz (they take minutes to play): arrays only, loaded without unpickling."""
     np.savez_compressed(path, context=branches.context, context_actions=branches.context_actions.numpy(),
                         frames=branches.frames, camera=branches.camera, buttons=np.array(branches.buttons),
-                        levels=np.array(branches.levels))
+                        levels=np.array(branches.levels), mario=branches.mario, dies=branches.dies)
 
 
-def load_branches(path) -> Branches:
+def load_branches(path) -> Branches | None:
+    """The branches kept in `path`, or None for a file from before Mario's x was kept (it is played again)."""
     with np.load(path, allow_pickle=False) as f:
+        if "mario" not in f:
+            return None
         return Branches(f["context"], torch.from_numpy(f["context_actions"]), f["frames"], f["camera"],
-                        tuple(f["buttons"].tolist()), f["levels"].tolist())
+                        tuple(f["buttons"].tolist()), f["levels"].tolist(), f["mario"], f["dies"])
 
 
 def camera_x(game: Game) -> int:
@@ -92,7 +102,7 @@ def game_branches(num: int, context_frames: int, size: tuple[int, int], frame_st
     """`num` moments of real play, each continued by the real game with every button set; see the docstring."""
     rom, level_list = find_rom(), parse_levels(levels or list(DEFAULT_LEVELS))
     codes = [buttons_byte(b) for b in buttons]
-    ctx, acts, frames, camera, names = [], [], [], [], []
+    ctx, acts, frames, camera, names, mario, dies = [], [], [], [], [], [], []
     attempt = 0
     while len(ctx) < num:
         rng = np.random.default_rng([seed, attempt])
@@ -104,23 +114,30 @@ def game_branches(num: int, context_frames: int, size: tuple[int, int], frame_st
             continue
         game, context, bits, level = start
         state = game.nes.save()
-        per_set, cams = [], []
+        per_set, cams, xs, died = [], [], [], []
         for code in codes:
             game.nes.load(state)
-            kept, cam = [], [camera_x(game)]
+            kept, cam, x, dead = [], [camera_x(game)], [game.x], False
             for step in range(horizon * frame_stride):
                 frame = game.step(code, FRAME_SKIP)
+                dead = dead or game.dying
                 if (step + 1) % frame_stride == 0:
                     kept.append(np.array(resize_frame(frame, size)))
                     cam.append(camera_x(game))
+                    x.append(game.x)
             per_set.append(np.stack(kept))
             cams.append(cam)
+            xs.append(x)
+            died.append(dead)
         ctx.append(context)
         acts.append(bits)
         frames.append(np.stack(per_set))
         camera.append(cams)
         names.append(level)
-    return Branches(np.stack(ctx), torch.stack(acts), np.stack(frames), np.array(camera), tuple(buttons), names)
+        mario.append(xs)
+        dies.append(died)
+    return Branches(np.stack(ctx), torch.stack(acts), np.stack(frames), np.array(camera), tuple(buttons), names,
+                    np.array(mario), np.array(dies))
 
 
 def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int], frame_stride: int, horizon: int,
@@ -130,7 +147,7 @@ def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int],
     with a longer context serves a model with a shorter one, which reads its last K frames, so that models of
     different K are scored from the same moments (played for each K, the moments would differ: a context spans
     K·frame_stride recorded frames, so a larger K ends later); a note says so."""
-    found = load_branches(cache) if cache and Path(cache).is_file() else None
+    found = load_branches(cache) if cache and Path(cache).is_file() else None  # None: from before `mario`
     if found is None or found.frames.shape[:3] != (num, len(buttons), horizon) or found.buttons != tuple(buttons) \
             or found.context.shape[1] < context_frames or found.context.shape[2:4] != tuple(size):
         found = game_branches(num, context_frames, size, frame_stride, horizon, buttons, seed)

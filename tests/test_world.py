@@ -70,6 +70,62 @@ def test_more_context_frames_than_a_clip_holds_is_a_clear_error(mario_clips, tmp
         NextFrames(mario_clips, 30, (32, 32), 2, split="all", cache_dir=tmp_path, progress=False)  # 61 > 48
 
 
+def a_wall_at_frame_20(mario_clips, folder, death: int | None = None, buttons: int = 0x41):
+    """One real recording whose RAM log says a wall holds Mario from recorded frame 20 on (x = 10·min(f, 20)),
+    with `buttons` held throughout, and a death at `death`."""
+    import json
+
+    folder.mkdir()
+    avi = sorted(mario_clips.glob("*.avi"))[0]
+    shutil.copy(avi, folder / avi.name)
+    meta = json.loads(avi.with_suffix(".json").read_text())
+    n = meta["frames"]
+    meta["mario_x"] = (10 * np.minimum(np.arange(n), 20)).tolist()
+    meta["events"] = [] if death is None else [{"frame": death, "event": "death"}]
+    (folder / avi.name).with_suffix(".json").write_text(json.dumps(meta))
+    np.save(folder / (avi.stem + ".actions.npy"), np.full(n, buttons, np.uint8))
+    return folder
+
+
+def test_held_windows_are_where_mario_moved_over_the_context_and_a_wall_holds_him_in_the_next_frame(mario_clips,
+                                                                                                    tmp_path):
+    from mariofm.world_data import held_windows, training_data
+
+    folder = a_wall_at_frame_20(mario_clips, tmp_path / "wall")
+    ds = NextFrames(folder, 2, (32, 32), 2, split="all", held_share=0.5, cache_dir=tmp_path / "c", progress=False)
+    # K = 2, stride 2: the next frame t = start + 4 moves no further (t - 2 >= 20) after a move (start < 20)
+    assert [ds.clips.windows[i][1] for i in ds.held] == [18, 19]
+    assert len(ds) == 2 * len(ds.clips) and ds.extra == len(ds.clips)  # held_share 0.5: as many added as there are
+    n = len(ds.clips)
+    for i in (n, n + 1, n + 2, -1):  # the added items cycle through the held windows
+        assert torch.equal(ds[i]["video"], ds[int(ds.held[(i % len(ds) - n) % 2])]["video"])
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+    dead = a_wall_at_frame_20(mario_clips, tmp_path / "dead", death=23)  # next frames 22 and 23: only 22 lives
+    assert held_windows(NextFrames(dead, 2, (32, 32), 2, split="all", cache_dir=tmp_path / "c", progress=False).clips,
+                        2).tolist() == [18]
+    assert len(NextFrames(folder, 2, (32, 32), 2, split="all", cache_dir=tmp_path / "c", progress=False)) == n
+    cfg = preset("world-smoke", held_share=0.5)  # K = 2, stride 2, 32 x 32: the windows above
+    assert len(training_data(cfg, folder, cache_dir=tmp_path / "c", progress=False)) == 2 * n  # one file: all train
+    assert len(training_data(cfg, folder, split="all", cache_dir=tmp_path / "c", progress=False)) == n  # not trained
+
+
+def test_held_share_refuses_recordings_without_mario_or_without_a_wall(mario_clips, tmp_path):
+    import json
+
+    kw = dict(split="all", held_share=0.25, cache_dir=tmp_path / "c", progress=False)
+    standing = a_wall_at_frame_20(mario_clips, tmp_path / "standing", buttons=0)  # a wall, but no button held
+    with pytest.raises(NoDataError, match="held_share=0.25 .* have none"):
+        NextFrames(standing, 2, (32, 32), 2, **kw)
+    folder = a_wall_at_frame_20(mario_clips, tmp_path / "old")
+    sidecar = next(folder.glob("*.json"))
+    meta = json.loads(sidecar.read_text())
+    del meta["mario_x"]
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(NoDataError, match=f"Mario's x from {sidecar.name}"):
+        NextFrames(folder, 2, (32, 32), 2, **kw)
+
+
 # ------------------------------------------------------------------------------------------------ model
 def test_world_model_maps_frame_and_condition_to_a_velocity_of_the_frame():
     model = tiny()
@@ -219,7 +275,10 @@ def test_wrong_condition_shapes_are_refused(change, message):
                                              (dict(context_frames=-1), "context_frames"),
                                              (dict(prediction="velocity"), "frame_residual"),
                                              (dict(own_frames=-1), "own_frames"),
-                                             (dict(own_frames=1, own_share=0.0), "own_share")])
+                                             (dict(own_frames=1, own_share=0.0), "own_share"),
+                                             (dict(held_share=1.0), "held_share"),
+                                             (dict(held_share=-0.1), "held_share"),
+                                             (dict(context_frames=0, held_share=0.2), "held_share")])
 def test_config_refuses_world_settings_that_cannot_work(fields, message):
     with pytest.raises(ValueError, match=message):
         preset("world-smoke", **fields)
@@ -326,6 +385,11 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
     assert b.frames.shape == (1, 3, 12, 60, 64, 3) and b.camera.shape == (1, 3, 13)
     assert np.array_equal(b.frames, game_branches(1, seed=3, **kwargs).frames)  # deterministic
     assert (np.diff(b.camera, axis=-1) >= 0).all()  # the SMB camera never goes left
+    assert b.mario.shape == (1, 3, 13) and b.dies.shape == (1, 3) and b.dies.dtype == bool
+    on_screen = b.mario - b.camera  # Mario's x on the screen, from RAM: inside its 256 pixels while he lives
+    assert ((on_screen >= 0) & (on_screen <= 256 - 16))[~b.dies].all()
+    further = b.mario[0, :, -1] - b.mario[0, :, 0]
+    assert further[0] > further[1] >= further[2] and further[2] < 0  # right+B, nothing, left (seed 3: no wall)
     assert not np.array_equal(b.frames[0, 0], b.frames[0, 1])  # the buttons made a difference
     # the frame-based scroll estimate agrees with the camera in RAM (64 of 256 pixels wide: a quarter)
     for s in range(3):
@@ -374,6 +438,11 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
     assert longer.context.shape[1] == K + 1 and load_branches(cache).context.shape[1] == K + 1  # played again
     button_scores(model, pairs=1, horizon=horizon, seed=0, cache=cache)  # ... unless it holds other branches
     assert load_branches(cache).frames.shape[:3] == (1, 2, horizon)
+    with np.load(cache) as f:  # a file from before Mario's x was kept is played again
+        np.savez(cache, **{k: f[k] for k in f.files if k not in ("mario", "dies")})
+    assert load_branches(cache) is None
+    assert cached_branches(cache, 1, K, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets,
+                           0).mario.shape == (1, 2, horizon + 1) and load_branches(cache) is not None
 
 
 def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
@@ -388,6 +457,23 @@ def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
     assert blind["model_px_where_game_stops"] == 1.25 and blind["scroll_correlation"] is None  # nothing to follow
     assert speed_split(game[2:], game[2:], 16)["model_px_where_game_stops"] is None  # no moment stops
     assert speed_split(game[:2], np.array([7.9, 8.0]), 16)["game_runs"] == 1  # 0.5 px/frame runs, just under stops
+
+
+def test_stop_causes_tell_a_wall_from_a_death_and_from_mario_walking_left_of_the_middle():
+    from mariofm.world_eval import HELD, speed_by_cause, stop_causes
+
+    start = np.array([100, 100, 100, 100, 100])
+    middle = start + np.array([0, 90, 10, 200, 0])  # Mario's x in the level at the first, middle and last frame
+    mario = np.stack([start, start + 1, middle, middle + np.array([0, HELD, HELD + 1, 30, 0])], axis=1)
+    dies = np.array([False, False, False, False, True])
+    assert stop_causes(mario, dies).tolist() == ["held", "held", "walks", "walks", "dies"]
+    assert stop_causes(mario[:, :3], dies).tolist() == ["held", "walks", "held", "walks", "dies"]  # frames 1-2
+    game, model = np.array([0.0, 3.0, 2.0, 40.0, 2.0]), np.array([16.0, 8.0, 0.0, 32.0, 24.0])  # over 8 frames
+    split = speed_by_cause(model, game, 8, stop_causes(mario, dies))
+    assert split["held"] == dict(moments=2, model_px=1.5, game_px=pytest.approx(0.1875))
+    assert split["walks"] == dict(moments=1, model_px=0.0, game_px=0.25)  # 40 px in 8 frames runs: not a stop
+    assert split["dies"] == dict(moments=1, model_px=3.0, game_px=0.25)
+    assert speed_by_cause(model[3:4], game[3:4], 8, np.array(["walks"]))["walks"]["model_px"] is None
 
 
 def test_horizon_scores_put_the_model_beside_the_repeat_last_frame_baseline(mario_clips):
@@ -423,6 +509,9 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
         assert f"{h:>3} frames ahead   {row['psnr_median']:5.1f} / {row['psnr_mean']:5.1f} dB" in printed
     assert report["buttons"]["pairs"] == 1 and len(report["buttons"]["none"]["model_px_by_frame"]) == 32
     assert "frames 1-8: model" in printed and "frames 9-32: model" in printed and "moment by moment r =" in printed
+    causes = report["buttons"]["right+b"]["where_game_stops_by_cause"]
+    assert sum(v["moments"] for v in causes.values()) == 1 - report["buttons"]["right+b"]["game_runs"]
+    assert "where it stops, by why: Mario held (" in printed
     stability = report["stability"]
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
