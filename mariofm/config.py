@@ -54,7 +54,7 @@ class Config:
     mark_own: bool = False  # the model is told which context frames are its own (1) and which are real (0)
     moving_weight: float = 0.0  # training: α, the loss weighs 1 + α the pixels the camera does not explain (moving.py)
     moving_from: str = "context"  # ... between the last two context frames, or the frame before and the target
-    held_share: float = 0.0  # training: this share of the windows is drawn again from those where a wall holds Mario
+    wall_share: float = 0.0  # training: this share of the windows is drawn again from those where a wall holds Mario
     # --- training ---------------------------------------------------------------------------------
     batch_size: int = 2
     grad_accum: int = 1  # split each batch into this many micro-batches whose gradients add up: less memory
@@ -179,10 +179,11 @@ def validate(cfg: Config) -> None:
     if cfg.moving_weight and cfg.moving_from == "context" and cfg.context_frames < 2:
         raise ValueError("config field moving_from='context' compares the last two context frames: it needs "
                          f"context_frames >= 2 (it is {cfg.context_frames}), or moving_from='target'")
-    if not 0 <= cfg.held_share < 1 or (cfg.held_share and not cfg.context_frames):
-        raise ValueError(f"config field held_share={cfg.held_share!r} must lie in [0, 1), and be 0 unless "
-                         "context_frames > 0: the share of a world model's training windows drawn again from those "
-                         "where a wall holds Mario (e.g. 0.25; 0 = every window once)")
+    if not 0 <= cfg.wall_share < 1 or (cfg.wall_share and cfg.context_frames + cfg.own_frames < 2):
+        raise ValueError(f"config field wall_share={cfg.wall_share!r} must lie in [0, 1), and be 0 unless a world "
+                         "model's windows hold two frames before the next one (context_frames + own_frames >= 2) to "
+                         "see Mario move: the share of its training windows drawn again from those where a wall "
+                         "holds Mario (e.g. 0.25; 0 = every window once)")
     if not 0 < cfg.own_share <= 1:
         raise ValueError(f"config field own_share={cfg.own_share!r} must lie in (0, 1]: the share of each batch "
                          "whose context frames the model makes itself (own_frames; e.g. 0.5)")

@@ -18,12 +18,13 @@ With own_frames = R > 0 (training on the model's own frames, cfg.own_frames) a w
 context holds K + R real frames, the actions K + R + 1 rows, and the trainer lets the model make the last R of
 them from the first K (mariofm.own_frames.own_context). `training_data` asks for R only for the training split.
 
-With held_share = s > 0 (cfg.held_share) the windows whose next frame is the moment a wall holds Mario
-(`held_windows`: right held, Mario's x in the level rose over the context and does not rise into the next frame, and
-he is alive; from the recording's RAM log, `mario_x` in its JSON sidecar) are drawn again: s/(1 − s)·N items are
-added after the N windows, cycling through the held ones, so that they make a share s of each shuffled epoch beside
-their own share among the N. In the recordings about 3% of the windows are such moments: a world model that
-runs on at walls may have seen too few of them.
+With wall_share = s > 0 (cfg.wall_share) the windows whose next frame is the moment a wall holds Mario
+(`wall_windows`: right pressed and left not over the next frame, Mario's x in the level rose over the context and
+does not rise into the next frame, before he dies or reaches the flagpole; from the recording's RAM log, `mario_x`
+and `events` in its JSON sidecar) are drawn again: s/(1 − s)·N items are added after the N windows, spread evenly
+over the walled ones, so that they make a share s of each shuffled epoch beside their own share among the N. In the
+recordings about 3% of the windows are such moments: a world model that runs on at walls may have seen too few of
+them. An epoch grows by 1/(1 − s): compare runs by --minutes or --steps, not by epochs.
 """
 
 from __future__ import annotations
@@ -52,31 +53,32 @@ def held_bits(actions: np.ndarray, frames: np.ndarray, stride: int) -> torch.Ten
     return torch.stack(rows)
 
 
-def _mario_x(video: Path) -> tuple[np.ndarray, int]:
-    """A recording's RAM log: Mario's x in the level per recorded frame, and the frame he dies on (or the end)."""
+def _ram_log(video: Path) -> tuple[np.ndarray, int]:
+    """A recording's RAM log: Mario's x in the level per recorded frame, and the first frame on which he dies or
+    reaches the flagpole (where his x stops too, with no wall), or the end."""
     sidecar = video.with_suffix(".json")
     try:
         meta = json.loads(sidecar.read_text())
         x = np.asarray(meta["mario_x"], np.int64)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise NoDataError(video.parent, f"held_share needs Mario's x from {sidecar.name} (its 'mario_x', written by "
+        raise NoDataError(video.parent, f"wall_share needs Mario's x from {sidecar.name} (its 'mario_x', written by "
                                         f"mariofm record), which could not be read ({err!r}): record the folder "
-                                        "again with mariofm, or set held_share=0") from None
-    deaths = [e["frame"] for e in meta.get("events", []) if e.get("event") == "death"]
-    return x, min(deaths, default=len(x))
+                                        "again with mariofm, or set wall_share=0") from None
+    ends = [e["frame"] for e in meta.get("events", []) if e.get("event") in ("death", "flagpole")]
+    return x, min(ends, default=len(x))
 
 
-def held_windows(clips: MarioClips, context_frames: int) -> np.ndarray:
+def wall_windows(clips: MarioClips, context_frames: int) -> np.ndarray:
     """Indices of the windows of `clips` whose next frame is the moment a wall holds Mario (module docstring)."""
     stride, right, left = clips.frame_stride, BUTTONS.index("right"), BUTTONS.index("left")
     logs, out = {}, []
     for i, (index, start) in enumerate(clips.windows):
         if index not in logs:
-            logs[index] = _mario_x(clips.files[index])
-        x, death = logs[index]
+            logs[index] = _ram_log(clips.files[index])
+        x, end = logs[index]
         target = start + stride * context_frames
         bits = action_bits(clips.actions[index][target - stride + 1:target + 1])
-        if target < min(death, len(x)) and bits[:, right].all() and not bits[:, left].any() \
+        if target < min(end, len(x)) and bits[:, right].all() and not bits[:, left].any() \
                 and x[target] <= x[target - stride] and x[target - stride] > x[start]:
             out.append(i)
     return np.array(out, np.int64)
@@ -91,9 +93,12 @@ class NextFrames(Dataset):
 
     def __init__(self, root: str | Path, context_frames: int, size: tuple[int, int] = (240, 256),
                  frame_stride: int = 1, split: str = "train", hop: int = 1, own_frames: int = 0,
-                 held_share: float = 0.0, **kwargs) -> None:
+                 wall_share: float = 0.0, **kwargs) -> None:
         if not isinstance(context_frames, int) or context_frames < 1:
             raise ValueError(f"context_frames={context_frames!r} must be a positive integer, e.g. 4")
+        if not 0 <= wall_share < 1 or (wall_share and context_frames + own_frames < 2):
+            raise ValueError(f"wall_share={wall_share!r} must lie in [0, 1) (e.g. 0.25), and needs two frames before "
+                             "the next one (context_frames + own_frames >= 2) to see Mario move")
         self.context_frames = context_frames + own_frames  # frames before the target that the item holds
         videos = find_videos(Path(root)) if Path(root).is_dir() else []
         missing = [str(v) for v in videos if not v.with_name(v.stem + ".actions.npy").is_file()]
@@ -113,14 +118,14 @@ class NextFrames(Dataset):
             raise NoDataError(root, f"{asked} at frame_stride={frame_stride} needs clips of at least {span} "
                                     f"recorded frames (K context frames, the own frames in training, the next one). "
                                     f"{str(err).splitlines()[0]}") from None
-        self.held, self.extra = np.zeros(0, np.int64), 0
-        if held_share:
-            self.held = held_windows(self.clips, self.context_frames)
-            if not len(self.held):
-                raise NoDataError(root, f"held_share={held_share} draws again the windows where a wall holds Mario, "
+        self.walled, self.extra = np.zeros(0, np.int64), 0  # indices into clips.windows; items added after them
+        if wall_share:
+            self.walled = wall_windows(self.clips, self.context_frames)
+            if not len(self.walled):
+                raise NoDataError(root, f"wall_share={wall_share} draws again the windows where a wall holds Mario, "
                                         "but these recordings have none: record more (record --push 0.3 runs into "
-                                        "walls) or set held_share=0")
-            self.extra = round(held_share / (1 - held_share) * len(self.clips))
+                                        "walls) or set wall_share=0")
+            self.extra = round(wall_share / (1 - wall_share) * len(self.clips))
 
     @classmethod
     def from_config(cls, cfg, root: str | Path, split: str = "train", **kwargs) -> NextFrames:
@@ -138,8 +143,8 @@ class NextFrames(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         i %= len(self)
-        if i >= len(self.clips):  # an added item: a held window again
-            i = int(self.held[(i - len(self.clips)) % len(self.held)])
+        if i >= len(self.clips):  # an added item: a walled window again, spread evenly over them
+            i = int(self.walled[(i - len(self.clips)) * len(self.walled) // self.extra])
         item = self.clips[i]
         index, start = self.clips.windows[i]
         stride, k = self.clips.frame_stride, self.context_frames
@@ -156,9 +161,9 @@ def training_data(cfg, root: str | Path, split: str = "train", **kwargs) -> Data
     """The data set a Config trains on: MarioClips for a video model; NextFrames (the next frame, K context frames
     and the buttons) for a world model (cfg.context_frames > 0)."""
     if cfg.context_frames:  # the model's own frames only where it learns: a validation loss stays comparable
-        own, held = (cfg.own_frames, cfg.held_share) if split == "train" else (0, 0.0)
-        return NextFrames.from_config(cfg, root, split=split, own_frames=own, held_share=held, **kwargs)
+        own, wall = (cfg.own_frames, cfg.wall_share) if split == "train" else (0, 0.0)
+        return NextFrames.from_config(cfg, root, split=split, own_frames=own, wall_share=wall, **kwargs)
     return MarioClips.from_config(cfg, root, split=split, **kwargs)
 
 
-__all__ = ["NextFrames", "NoActionsError", "held_bits", "held_windows", "training_data"]
+__all__ = ["NextFrames", "NoActionsError", "held_bits", "training_data", "wall_windows"]

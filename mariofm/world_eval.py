@@ -16,8 +16,8 @@ Three measurements, each beside a reference that needs no model:
    frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some),
    and split by moment: the speeds where the game runs and where it stops, and how well the model's speed follows
    the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops), and where
-   it stops, by why (`stop_causes`, from Mario's x and state in RAM: held by a wall, dying, or walking left of the
-   screen's middle, where the camera does not follow him).
+   it stops, by why (`stop_causes`, from Mario's x and state in RAM: he stays (a wall holds him, or he stands), he
+   dies, or he walks left of the screen's middle, where the camera does not follow him).
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
    and frame statistics (brightness, contrast, motion between frames, colours per frame, and the chequered grain
    that sits on the model's patch grid: metrics.grid_grain) of frames 250-300 against frames 1-50, and the same
@@ -40,8 +40,8 @@ from mariofm.world_data import NextFrames, held_bits
 HORIZONS = (1, 4, 16, 64)
 EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
 STOPPED = 0.5  # px/frame: where the real game scrolls less over the horizon, its camera stops (wall, pit, Mario left)
-HELD = 16  # level pixels (one block): a living Mario no further than this over the horizon's second half is held
-CAUSES = ("held", "dies", "walks")  # why the game's camera stops: a wall (or nothing) holds Mario; he dies; he walks
+STAY = 16  # level pixels (one block): a living Mario no further than this over the horizon's second half stays
+CAUSES = {"stays": "Mario stays", "dies": "Mario dies", "walks": "Mario walks left of the middle"}  # why it stops
 PSNR_CAP = 60.0
 
 
@@ -119,13 +119,13 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
 
 def stop_causes(mario: np.ndarray, dies: np.ndarray) -> np.ndarray:
     """Why Mario does not take the camera along, from RAM (mariofm.world_truth): Mario's x in the level over the
-    horizon (N, horizon + 1) and whether he died (N,) -> (N,) of CAUSES: "dies"; "held" when he gets no further than
-    HELD level pixels over the horizon's second half (a wall or a pipe stopped him, or he stands); else "walks" (he
+    horizon (N, horizon + 1) and whether he died (N,) -> (N,) of CAUSES: "dies"; "stays" when he gets no further than
+    STAY level pixels over the horizon's second half (a wall or a pipe holds him, or he stands); else "walks" (he
     still gets further, left of the screen's middle, where the camera does not follow). Meant for the moments where
     the camera stops."""
     half = mario.shape[1] // 2
     further = mario[:, -1] - mario[:, half]
-    return np.where(dies, "dies", np.where(further <= HELD, "held", "walks"))
+    return np.where(dies, "dies", np.where(further <= STAY, "stays", "walks"))
 
 
 def speed_by_cause(model: np.ndarray, game: np.ndarray, horizon: int, causes: np.ndarray) -> dict:
@@ -242,7 +242,7 @@ def print_world_table(report: dict) -> None:
               f"{_pair(r, 'stops')}; moment by moment r = {_number(r['scroll_correlation'])}")
         causes = r["where_game_stops_by_cause"]
         print(f"  {'':8s} where it stops, by why: " + "; ".join(
-            f"{WHY[c]} ({v['moments']}): model {_number(v['model_px'])}, game {_number(v['game_px'])}"
+            f"{CAUSES[c]} ({v['moments']}): model {_number(v['model_px'])}, game {_number(v['game_px'])}"
             for c, v in causes.items()))
     print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
           f"{b['game_right_b_scrolls_more']:.0%}")
@@ -253,9 +253,6 @@ def print_world_table(report: dict) -> None:
               f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}  grid grain "
               f"{r['grid_grain']:.1f}")
     print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
-
-
-WHY = dict(held="Mario held", dies="Mario dies", walks="Mario walks left of the middle")
 
 
 def _number(value: float | None) -> str:

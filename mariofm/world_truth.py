@@ -147,7 +147,10 @@ def cached_branches(cache, num: int, context_frames: int, size: tuple[int, int],
     with a longer context serves a model with a shorter one, which reads its last K frames, so that models of
     different K are scored from the same moments (played for each K, the moments would differ: a context spans
     K·frame_stride recorded frames, so a larger K ends later); a note says so."""
-    found = load_branches(cache) if cache and Path(cache).is_file() else None  # None: from before `mario`
+    kept = bool(cache) and Path(cache).is_file()
+    found = load_branches(cache) if kept else None
+    if kept and found is None:
+        print(f"{cache}: made before the branches kept Mario's x; playing them again", file=sys.stderr)
     if found is None or found.frames.shape[:3] != (num, len(buttons), horizon) or found.buttons != tuple(buttons) \
             or found.context.shape[1] < context_frames or found.context.shape[2:4] != tuple(size):
         found = game_branches(num, context_frames, size, frame_stride, horizon, buttons, seed)

@@ -325,3 +325,18 @@ def test_moving_pixels_from_the_context_need_two_context_frames():
     assert Config(context_frames=1, sequence_length=1, moving_from="context").moving_weight == 0  # off: no need
     with pytest.raises(ValueError, match="moving_from"):
         Config(**WORLD, moving_from="sprites")
+
+
+@pytest.mark.parametrize("changes", [dict(wall_share=-0.1), dict(wall_share=1.0), dict(wall_share=float("nan")),
+                                     dict(wall_share=0.25, context_frames=0, sequence_length=8),
+                                     dict(wall_share=0.25, context_frames=1)])
+def test_wall_share_is_a_share_below_one_of_a_world_model_that_sees_mario_move(changes):
+    value = changes["wall_share"]
+    with pytest.raises(ValueError, match=message(f"config field wall_share={value!r} must lie in [0, 1), and be 0 "
+                                                 "unless a world model's windows hold two frames before the next one "
+                                                 "(context_frames + own_frames >= 2) to see Mario move: the share of "
+                                                 "its training windows drawn again from those where a wall holds "
+                                                 "Mario (e.g. 0.25; 0 = every window once)")):
+        Config(**{**WORLD, **changes})
+    assert Config(**WORLD, wall_share=0.99).wall_share == 0.99 and Config().wall_share == 0
+    assert Config(**{**WORLD, "context_frames": 1}, own_frames=1, wall_share=0.25).wall_share == 0.25  # 1 + 1 frames

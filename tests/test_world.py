@@ -70,9 +70,9 @@ def test_more_context_frames_than_a_clip_holds_is_a_clear_error(mario_clips, tmp
         NextFrames(mario_clips, 30, (32, 32), 2, split="all", cache_dir=tmp_path, progress=False)  # 61 > 48
 
 
-def a_wall_at_frame_20(mario_clips, folder, death: int | None = None, buttons: int = 0x41):
+def a_wall_at_frame_20(mario_clips, folder, end: dict | None = None, buttons: int = 0x41, at: dict | None = None):
     """One real recording whose RAM log says a wall holds Mario from recorded frame 20 on (x = 10·min(f, 20)),
-    with `buttons` held throughout, and a death at `death`."""
+    with `buttons` held throughout except the {frame: byte} of `at`, and the events {"death" or "flagpole": frame}."""
     import json
 
     folder.mkdir()
@@ -81,41 +81,71 @@ def a_wall_at_frame_20(mario_clips, folder, death: int | None = None, buttons: i
     meta = json.loads(avi.with_suffix(".json").read_text())
     n = meta["frames"]
     meta["mario_x"] = (10 * np.minimum(np.arange(n), 20)).tolist()
-    meta["events"] = [] if death is None else [{"frame": death, "event": "death"}]
+    meta["events"] = [{"frame": f, "event": e} for e, f in (end or {}).items()]
     (folder / avi.name).with_suffix(".json").write_text(json.dumps(meta))
-    np.save(folder / (avi.stem + ".actions.npy"), np.full(n, buttons, np.uint8))
+    actions = np.full(n, buttons, np.uint8)
+    for frame, byte in (at or {}).items():
+        actions[frame] = byte
+    np.save(folder / (avi.stem + ".actions.npy"), actions)
     return folder
 
 
-def test_held_windows_are_where_mario_moved_over_the_context_and_a_wall_holds_him_in_the_next_frame(mario_clips,
+def walled(folder, tmp_path, k: int = 2) -> list[int]:
+    """The start frames of the windows (K = k, stride 2) whose next frame is the moment a wall holds Mario."""
+    from mariofm.world_data import wall_windows
+
+    clips = NextFrames(folder, k, (32, 32), 2, split="all", cache_dir=tmp_path / "c", progress=False).clips
+    return [clips.windows[i][1] for i in wall_windows(clips, k)]
+
+
+def test_wall_windows_are_where_mario_moved_over_the_context_and_a_wall_holds_him_in_the_next_frame(mario_clips,
                                                                                                     tmp_path):
-    from mariofm.world_data import held_windows, training_data
+    folder = a_wall_at_frame_20(mario_clips, tmp_path / "wall")
+    # K = 2, stride 2: the next frame t = start + 4 moves no further (t - 2 >= 20) after a move (start < 20)
+    assert walled(folder, tmp_path) == [18, 19]
+    assert walled(folder, tmp_path, k=3) == [16, 17, 18, 19]  # the context reaches back further
+    ends = [({"death": 23}, [18]), ({"flagpole": 22}, []), ({"flagpole": 40, "death": 23}, [18])]
+    for n, (end, starts) in enumerate(ends):  # the next frame (22, 23) must come before he dies or slides down
+        assert walled(a_wall_at_frame_20(mario_clips, tmp_path / f"end{n}", end=end), tmp_path) == starts
+    for n, byte in enumerate((0x40, 0x43)):  # right released, or left pressed too, on the next frame's second half
+        assert walled(a_wall_at_frame_20(mario_clips, tmp_path / f"at{n}", at={23: byte}), tmp_path) == [18]
+    assert walled(a_wall_at_frame_20(mario_clips, tmp_path / "at21", at={21: 0x40}), tmp_path) == [19]  # its first half
+
+
+def test_wall_share_adds_the_walled_windows_spread_evenly_and_only_where_the_model_learns(mario_clips, tmp_path):
+    from mariofm.world_data import training_data
 
     folder = a_wall_at_frame_20(mario_clips, tmp_path / "wall")
-    ds = NextFrames(folder, 2, (32, 32), 2, split="all", held_share=0.5, cache_dir=tmp_path / "c", progress=False)
-    # K = 2, stride 2: the next frame t = start + 4 moves no further (t - 2 >= 20) after a move (start < 20)
-    assert [ds.clips.windows[i][1] for i in ds.held] == [18, 19]
-    assert len(ds) == 2 * len(ds.clips) and ds.extra == len(ds.clips)  # held_share 0.5: as many added as there are
-    n = len(ds.clips)
-    for i in (n, n + 1, n + 2, -1):  # the added items cycle through the held windows
-        assert torch.equal(ds[i]["video"], ds[int(ds.held[(i % len(ds) - n) % 2])]["video"])
+    ds = NextFrames(folder, 2, (32, 32), 2, split="all", wall_share=0.5, cache_dir=tmp_path / "c", progress=False)
+    n, walled_at = len(ds.clips), ds.walled.tolist()
+    assert [ds.clips.windows[i][1] for i in walled_at] == [18, 19]
+    assert len(ds) == 2 * n and ds.extra == n  # wall_share 0.5: as many added as there are windows
+
+    def repeats(j: int) -> int:  # which walled window added item j shows again
+        return [torch.equal(ds[j]["context"], ds[w]["context"]) for w in walled_at].index(True)
+
+    added = [repeats(j) for j in range(n, 2 * n)]
+    assert added == sorted(added) and abs(added.count(0) - added.count(1)) <= 1  # spread evenly, in order
+    for key in ("video", "context", "actions"):
+        assert torch.equal(ds[-1][key], ds[walled_at[-1]][key])
     with pytest.raises(IndexError, match="out of range"):
         ds[len(ds)]
-    dead = a_wall_at_frame_20(mario_clips, tmp_path / "dead", death=23)  # next frames 22 and 23: only 22 lives
-    assert held_windows(NextFrames(dead, 2, (32, 32), 2, split="all", cache_dir=tmp_path / "c", progress=False).clips,
-                        2).tolist() == [18]
-    assert len(NextFrames(folder, 2, (32, 32), 2, split="all", cache_dir=tmp_path / "c", progress=False)) == n
-    cfg = preset("world-smoke", held_share=0.5)  # K = 2, stride 2, 32 x 32: the windows above
+    cfg = preset("world-smoke", wall_share=0.5)  # K = 2, stride 2, 32 x 32: the windows above
     assert len(training_data(cfg, folder, cache_dir=tmp_path / "c", progress=False)) == 2 * n  # one file: all train
     assert len(training_data(cfg, folder, split="all", cache_dir=tmp_path / "c", progress=False)) == n  # not trained
+    for share in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"wall_share=.* must lie in \[0, 1\)"):
+            NextFrames(folder, 2, (32, 32), 2, split="all", wall_share=share, cache_dir=tmp_path / "c")
+    with pytest.raises(ValueError, match="context_frames \\+ own_frames >= 2"):
+        NextFrames(folder, 1, (32, 32), 2, split="all", wall_share=0.25, cache_dir=tmp_path / "c")
 
 
-def test_held_share_refuses_recordings_without_mario_or_without_a_wall(mario_clips, tmp_path):
+def test_wall_share_refuses_recordings_without_mario_or_without_a_wall(mario_clips, tmp_path):
     import json
 
-    kw = dict(split="all", held_share=0.25, cache_dir=tmp_path / "c", progress=False)
+    kw = dict(split="all", wall_share=0.25, cache_dir=tmp_path / "c", progress=False)
     standing = a_wall_at_frame_20(mario_clips, tmp_path / "standing", buttons=0)  # a wall, but no button held
-    with pytest.raises(NoDataError, match="held_share=0.25 .* have none"):
+    with pytest.raises(NoDataError, match="wall_share=0.25 .* have none"):
         NextFrames(standing, 2, (32, 32), 2, **kw)
     folder = a_wall_at_frame_20(mario_clips, tmp_path / "old")
     sidecar = next(folder.glob("*.json"))
@@ -276,9 +306,9 @@ def test_wrong_condition_shapes_are_refused(change, message):
                                              (dict(prediction="velocity"), "frame_residual"),
                                              (dict(own_frames=-1), "own_frames"),
                                              (dict(own_frames=1, own_share=0.0), "own_share"),
-                                             (dict(held_share=1.0), "held_share"),
-                                             (dict(held_share=-0.1), "held_share"),
-                                             (dict(context_frames=0, held_share=0.2), "held_share")])
+                                             (dict(wall_share=1.0), "wall_share"),
+                                             (dict(wall_share=-0.1), "wall_share"),
+                                             (dict(context_frames=0, wall_share=0.2), "wall_share")])
 def test_config_refuses_world_settings_that_cannot_work(fields, message):
     with pytest.raises(ValueError, match=message):
         preset("world-smoke", **fields)
@@ -439,7 +469,8 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
     button_scores(model, pairs=1, horizon=horizon, seed=0, cache=cache)  # ... unless it holds other branches
     assert load_branches(cache).frames.shape[:3] == (1, 2, horizon)
     with np.load(cache) as f:  # a file from before Mario's x was kept is played again
-        np.savez(cache, **{k: f[k] for k in f.files if k not in ("mario", "dies")})
+        older = {k: f[k] for k in f.files if k not in ("mario", "dies")}
+    np.savez(cache, **older)
     assert load_branches(cache) is None
     assert cached_branches(cache, 1, K, (cfg.video_height, cfg.video_width), cfg.frame_stride, horizon, sets,
                            0).mario.shape == (1, 2, horizon + 1) and load_branches(cache) is not None
@@ -460,17 +491,17 @@ def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
 
 
 def test_stop_causes_tell_a_wall_from_a_death_and_from_mario_walking_left_of_the_middle():
-    from mariofm.world_eval import HELD, speed_by_cause, stop_causes
+    from mariofm.world_eval import STAY, speed_by_cause, stop_causes
 
     start = np.array([100, 100, 100, 100, 100])
     middle = start + np.array([0, 90, 10, 200, 0])  # Mario's x in the level at the first, middle and last frame
-    mario = np.stack([start, start + 1, middle, middle + np.array([0, HELD, HELD + 1, 30, 0])], axis=1)
+    mario = np.stack([start, start + 1, middle, middle + np.array([0, STAY, STAY + 1, 30, 0])], axis=1)
     dies = np.array([False, False, False, False, True])
-    assert stop_causes(mario, dies).tolist() == ["held", "held", "walks", "walks", "dies"]
-    assert stop_causes(mario[:, :3], dies).tolist() == ["held", "walks", "held", "walks", "dies"]  # frames 1-2
+    assert stop_causes(mario, dies).tolist() == ["stays", "stays", "walks", "walks", "dies"]
+    assert stop_causes(mario[:, :3], dies).tolist() == ["stays", "walks", "stays", "walks", "dies"]  # frames 1-2
     game, model = np.array([0.0, 3.0, 2.0, 40.0, 2.0]), np.array([16.0, 8.0, 0.0, 32.0, 24.0])  # over 8 frames
     split = speed_by_cause(model, game, 8, stop_causes(mario, dies))
-    assert split["held"] == dict(moments=2, model_px=1.5, game_px=pytest.approx(0.1875))
+    assert split["stays"] == dict(moments=2, model_px=1.5, game_px=pytest.approx(0.1875))
     assert split["walks"] == dict(moments=1, model_px=0.0, game_px=0.25)  # 40 px in 8 frames runs: not a stop
     assert split["dies"] == dict(moments=1, model_px=3.0, game_px=0.25)
     assert speed_by_cause(model[3:4], game[3:4], 8, np.array(["walks"]))["walks"]["model_px"] is None
@@ -511,7 +542,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert "frames 1-8: model" in printed and "frames 9-32: model" in printed and "moment by moment r =" in printed
     causes = report["buttons"]["right+b"]["where_game_stops_by_cause"]
     assert sum(v["moments"] for v in causes.values()) == 1 - report["buttons"]["right+b"]["game_runs"]
-    assert "where it stops, by why: Mario held (" in printed
+    assert "where it stops, by why: Mario stays (" in printed
     stability = report["stability"]
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
