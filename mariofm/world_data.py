@@ -73,11 +73,11 @@ def wall_windows(clips: MarioClips, context_frames: int) -> np.ndarray:
     stride, right, left = clips.frame_stride, BUTTONS.index("right"), BUTTONS.index("left")
     logs, out = {}, []
     for i, (index, start) in enumerate(clips.windows):
-        if index not in logs:
-            logs[index] = _ram_log(clips.files[index])
-        x, end = logs[index]
+        if index not in logs:  # read and converted once per file
+            logs[index] = (*_ram_log(clips.files[index]), action_bits(clips.actions[index]))
+        x, end, file_bits = logs[index]
         target = start + stride * context_frames
-        bits = action_bits(clips.actions[index][target - stride + 1:target + 1])
+        bits = file_bits[target - stride + 1:target + 1]
         if target < min(end, len(x)) and bits[:, right].all() and not bits[:, left].any() \
                 and x[target] <= x[target - stride] and x[target - stride] > x[start]:
             out.append(i)

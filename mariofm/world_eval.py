@@ -99,6 +99,10 @@ def total_scroll(last: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return frame_scroll(last, frames).sum(1)
 
 
+def _mean_where(v: np.ndarray, keep: np.ndarray) -> float | None:
+    return float(v[keep].mean()) if keep.any() else None
+
+
 def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
     """Does the model stop where the game does? Scrolls (N,) over `horizon` frames of the same N moments, model and
     game: mean speeds (px/frame) where the game runs (>= STOPPED) and where it stops, and the correlation of model
@@ -107,10 +111,7 @@ def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
     Mario still left of the screen's middle)."""
     model, game = model / horizon, game / horizon
     runs = game >= STOPPED
-
-    def mean(v: np.ndarray, keep: np.ndarray) -> float | None:
-        return float(v[keep].mean()) if keep.any() else None
-
+    mean = _mean_where
     r = float(np.corrcoef(model, game)[0, 1]) if model.std() > 0 and game.std() > 0 else None
     return dict(game_runs=int(runs.sum()), model_px_where_game_runs=mean(model, runs),
                 game_px_where_game_runs=mean(game, runs), model_px_where_game_stops=mean(model, ~runs),
@@ -134,8 +135,7 @@ def speed_by_cause(model: np.ndarray, game: np.ndarray, horizon: int, causes: np
     out = {}
     for cause in CAUSES:
         keep = stops & (causes == cause)
-        out[cause] = dict(moments=int(keep.sum()), model_px=float(model[keep].mean()) if keep.any() else None,
-                          game_px=float(game[keep].mean()) if keep.any() else None)
+        out[cause] = dict(moments=int(keep.sum()), model_px=_mean_where(model, keep), game_px=_mean_where(game, keep))
     return out
 
 
