@@ -12,7 +12,7 @@ from mariofm.config import preset
 from mariofm.device import Dist
 from mariofm.flow import fm_loss, sample_t
 from mariofm.metrics import hud_height
-from mariofm.moving import SPREAD, loss_weight, moving_pixels
+from mariofm.moving import MOVING_THRESHOLD, SPREAD, loss_weight, moving_pixels
 from mariofm.schedule import Budget
 from mariofm.state import Run
 from mariofm.train import train_step
@@ -85,8 +85,20 @@ def test_the_weight_is_one_plus_alpha_where_pixels_move_widened_by_the_spread():
     assert torch.equal(w[0, 0, 0], expected)
     expected[39:45, 9:15] = 5.0  # one pixel more on every side
     assert torch.equal(loss_weight(frames, 4.0, spread=1)[0, 0, 0], expected)
+    # of more frames, the last two: a frame in front of them changes nothing
+    longer = torch.cat([torch.full_like(frames[:, :, :1], 1.0), frames], dim=2)
+    assert torch.equal(loss_weight(longer, 4.0), w)
     with pytest.raises(ValueError, match=r"before \(1, 3, 60, 64\) and after \(1, 3, 60, 60\) must both be"):
         moving_pixels(before[None], after[None, :, :, :60])
+
+
+def test_a_colour_off_by_the_threshold_is_still_the_scene_and_one_level_more_moves():
+    before = torch.zeros(1, 3, H, W)
+    after = before.clone()
+    after[0, 1, 30, 20] = MOVING_THRESHOLD  # 24 of 255 levels off in one colour: within the tolerance
+    after[0, 2, 30, 40] = MOVING_THRESHOLD + 1 / 127.5  # 25 levels off: moves
+    m = moving_pixels(before, after)[0, 0]
+    assert m.sum() == 1 and m[30, 40] == 1
 
 
 # --- the weighted loss --------------------------------------------------------------------------------------

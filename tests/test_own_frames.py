@@ -108,6 +108,21 @@ def test_drawn_counts_mix_in_one_batch_and_all_r_is_the_fixed_count(mario_clips)
     assert torch.equal(again[1:], window[1:]) and not torch.equal(again[0], window[0])
 
 
+def test_a_marked_model_makes_its_own_frames_reading_the_marks_a_rollout_gives(mario_clips):
+    own_frames = K + 1
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=own_frames, progress=False)
+    batch = collate([data[i] for i in (3, 40)])  # two samples: marks (B, K) = (2, K), not one row per colour
+    context, bits = batch["context"], batch["actions"]
+    model = marked(tiny()).train()
+    for p in (model.world.own_embed.weight, model.world.own_embed.bias):
+        torch.nn.init.normal_(p, std=1.0)  # the marks change the frames
+    window, _, marks = own_context(model, context, bits, 1, own_frames, torch.Generator().manual_seed(5))
+    assert marks.tolist() == [[1.0] * K, [0.0] * K]
+    made = rollout(model, to_uint8(context[0, :, :K]), bits[0, :K + own_frames], seed=5)  # it marks what it made
+    assert np.array_equal(to_uint8(window[0]), made[-K:])
+    assert torch.equal(window[1], context[1, :, own_frames:])
+
+
 @pytest.mark.parametrize("own", [dict(own_frames=1), dict(own_frames=K, own_draw=True)])
 def test_training_on_own_frames_uses_them_and_resumes_to_the_same_weights(mario_clips, tmp_path, own):
     from mariofm.train import CHECKPOINT, load_checkpoint, train
@@ -169,6 +184,33 @@ def test_a_new_run_starts_from_another_models_weights(mario_clips, tmp_path):
         train(wider, mario_clips, tmp_path / "wider", steps=1, init=first, progress=False)
     with pytest.raises(ValueError, match="--init .* with --resume"):
         train(None, mario_clips, first, resume=True, init=first, progress=False)
+
+
+@pytest.mark.parametrize("cfg", [preset("smoke"), preset("world-smoke", mark_own=True, patch_size=2)])
+def test_a_run_started_from_a_model_takes_every_one_of_its_weights(cfg, tmp_path):
+    from mariofm.checkpoint import load_model
+    from mariofm.schedule import Budget
+    from mariofm.state import Run
+
+    def started(config):
+        run = Run.create(config, torch.device("cpu"), Budget(steps=1), 1)
+        run.start_from(tmp_path)
+        return run.model.state_dict()
+
+    source = Run.create(cfg, torch.device("cpu"), Budget(steps=1), 1)
+    torch.manual_seed(3)
+    for p in source.ema.module.parameters():  # the mark embedding too, which a new net starts at zero
+        torch.nn.init.normal_(p, std=0.1)
+    source.save(tmp_path)
+    weights = load_model(tmp_path)[0].state_dict()
+    assert all(torch.equal(value, weights[name]) for name, value in started(cfg).items())
+    if not cfg.context_frames:  # a world model from a video model: the clear error, not a widened context
+        with pytest.raises(ValueError, match=re.escape(f"--init {tmp_path}: its weights do not fit the net")):
+            started(preset("world-smoke"))
+    if cfg.context_frames:  # a longer context: the stem's channels are patch² each (widen_context's `patch`)
+        widened = widen_context(weights, K, K + 1, 3, cfg.patch_size)
+        longer = started(cfg.replace(context_frames=K + 1))
+        assert all(torch.equal(value, widened[name]) for name, value in longer.items())
 
 
 def test_a_single_recording_trains_on_own_frames_and_is_validated_on_real_ones(mario_clips, tmp_path):

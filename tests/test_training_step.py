@@ -131,25 +131,32 @@ def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
     assert (expected[0] - expected[1]).abs() > 1e-3  # two different clips: a swap of conditions would show
 
 
-def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator():
+@pytest.mark.parametrize("own", [dict(own_frames=1, own_share=0.5), dict(own_frames=2, own_share=1.0, own_draw=True)])
+def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator(own):
     """With own_frames = R the step first lets the EMA copy make the last R context frames of the first own_share
     of the batch (mariofm.own_frames.own_context), in float32 and from the run's generator (checkpointed, and not
-    torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator."""
+    torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator.
+    With own_draw each own sample's count of frames (1..R) is drawn first, from the same generator."""
     from mariofm.own_frames import own_context
 
-    cfg = preset("world-smoke", batch_size=2, own_frames=1, own_share=0.5, context_noise=0.0, play_noise=0.0)
+    cfg = preset("world-smoke", batch_size=4, context_noise=0.0, play_noise=0.0, **own)
     run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))
     run.ema.module.load_state_dict(run.model.state_dict())  # the perturbed weights make the own frames too
     before, ema = copy.deepcopy(run.model), copy.deepcopy(run.ema.module)
     g = torch.Generator().manual_seed(7)
-    k = cfg.context_frames + 1  # the K + R frames a NextFrames item with own_frames = 1 holds
-    batch = {"video": torch.rand(2, 3, 1, 32, 32, generator=g) * 2 - 1,
-             "context": torch.randint(0, 256, (2, 3, k, 32, 32), generator=g) / 127.5 - 1,  # 8-bit frames
-             "actions": (torch.rand(2, k + 1, 8, generator=g) > 0.5).float()}
+    r, n = cfg.own_frames, round(cfg.own_share * 4)
+    k = cfg.context_frames + r  # the K + R frames a NextFrames item with own_frames = R holds
+    batch = {"video": torch.rand(4, 3, 1, 32, 32, generator=g) * 2 - 1,
+             "context": torch.randint(0, 256, (4, 3, k, 32, 32), generator=g) / 127.5 - 1,  # 8-bit frames
+             "actions": (torch.rand(4, k + 1, 8, generator=g) > 0.5).float()}
     noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    context, actions, _ = own_context(ema, batch["context"], batch["actions"], 1, 1, noise_gen)
-    noise = torch.randn((2, 3, 1, 32, 32), generator=noise_gen)
-    expected_t = sample_t(2, cfg.time_sampling, generator=noise_gen)
+    counts = torch.randint(1, r + 1, (n,), generator=noise_gen) if cfg.own_draw else None
+    if counts is not None:
+        assert 0 < counts.min() < counts.max() == r  # the seed draws both counts, so a wrong draw would show
+    context, actions, _ = own_context(ema, batch["context"], batch["actions"], n, r, noise_gen, counts)
+    noise = torch.randn((4, 3, 1, 32, 32), generator=noise_gen)
+    expected_t = sample_t(4, cfg.time_sampling, generator=noise_gen)
+    torch.manual_seed(123)  # the global RNG is not what the step draws from
     _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
     _, expected, _ = fm_loss(functools.partial(before, context=context, actions=actions), batch["video"],
                              t=expected_t, noise=noise)
