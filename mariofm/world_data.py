@@ -23,10 +23,10 @@ With wall_share = s > 0 (cfg.wall_share) the windows whose next frame is the mom
 does not rise into the next frame, before he dies or reaches the flagpole; from the recording's RAM log, `mario_x`
 and `events` in its JSON sidecar) are drawn again: s/(1 − s)·N items are added after the N windows, spread evenly
 over the walled ones, so that they make a share s of each shuffled epoch beside their own share among the N. In the
-recordings 2.6% of the windows are such moments (4.5% of the longer windows with 4 own frames): a world model that
-runs on at walls may have seen too few of them. (Measured: drawing them again with s = 0.25 or 0.5 did not make the
-shipped model stop at walls; docs/benchmarks.md, section 6, twelfth.) An epoch grows by 1/(1 − s): compare runs by
---minutes or --steps, not by epochs.
+shipped world model's training folder 2.6% of the windows are such moments (4.5% of the longer windows with 4 own
+frames): a world model that runs on at walls may have seen too few of them. (Measured: drawing them again with
+s = 0.25 or 0.5 did not make the shipped model stop at walls; docs/benchmarks.md, section 6, twelfth.) An epoch
+grows by 1/(1 − s): compare runs by --minutes or --steps, not by epochs.
 """
 
 from __future__ import annotations
