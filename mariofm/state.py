@@ -24,7 +24,7 @@ from mariofm.conditioning import widen_context
 from mariofm.config import Config
 from mariofm.device import autocast_dtype, hardware
 from mariofm.schedule import Budget, make_scheduler
-from mariofm.unet import VideoUNet
+from mariofm.unet import VideoUNet, finer_patches
 
 # what a checkpoint must hold to resume from (video_model.pt holds only config, weights and step)
 # parts a model may gain when a run starts from it (--init): their output starts at zero, so it computes what it did
@@ -100,13 +100,19 @@ class Run:
 
     def start_from(self, path: str | Path) -> None:
         """Take the EMA weights of the model in `path` as this new run's weights and its EMA's (fine-tuning). A world
-        model may be given a longer context (`--set context_frames=8`: mariofm.conditioning.widen_context)."""
+        model may be given a longer context (`--set context_frames=8`: mariofm.conditioning.widen_context), and any
+        model finer patches for larger frames (`--set patch_size=4 ...`: mariofm.unet.finer_patches)."""
         model, cfg = load_model(path)  # on the CPU: load_state_dict copies to the run's device
         weights = model.state_dict()
         if cfg.context_frames and self.cfg.context_frames != cfg.context_frames:
             try:
                 weights = widen_context(weights, cfg.context_frames, self.cfg.context_frames, cfg.video_channels,
                                         cfg.patch_size)
+            except ValueError as err:
+                raise ValueError(f"--init {path}: {err}") from None
+        if self.cfg.patch_size != cfg.patch_size:
+            try:
+                weights = finer_patches(weights, cfg.patch_size, self.cfg.patch_size)
             except ValueError as err:
                 raise ValueError(f"--init {path}: {err}") from None
         # a part this config adds whose output starts at zero (mark_own's embedding, spatial_attention's block) may

@@ -70,6 +70,36 @@ def grid_free(change: torch.Tensor, p: int) -> torch.Tensor:
     return (x - place_mean + place_mean.mean(2, keepdim=True)).view_as(change)
 
 
+def finer_patches(weights: dict[str, torch.Tensor], old_p: int, new_p: int) -> dict[str, torch.Tensor]:
+    """A patched model's weights for patches r = new_p / old_p times finer in pixels (`train --init <model> --set
+    video_height=120 video_width=128 patch_size=4` from a 60x64 model with patch_size=2): the net behind the stem
+    keeps its grid of places, and each place now reads r² times as many pixels.
+
+    The stem reads each old place (a, b) of a patch as the mean of the r x r new places (A, B) with A // r = a and
+    B // r = b: its weight is spread over them divided by r². The head writes each old place's output to its r x r
+    new places. On a frame whose pixels come in r x r blocks (a coarse frame enlarged) the new net therefore returns
+    the old net's output enlarged (grid_free commutes with that); on finer frames it starts from their block means
+    and learns to use the detail. The noise of x_t is not enlarged: its block means are r times quieter, one thing
+    the fine-tuning has to learn."""
+    if new_p % old_p:
+        raise ValueError(f"patch_size={new_p} is not a multiple of the weights' patch_size={old_p}: a run can start "
+                         f"from a model with patches 1, 2, ... times coarser in pixels, e.g. patch_size={2 * old_p}")
+    r, out = new_p // old_p, dict(weights)
+    # new place A·new_p + B (patchify's order) reads old place (A // r)·old_p + B // r
+    old_place = ((torch.arange(new_p) // r)[:, None] * old_p + torch.arange(new_p) // r).flatten()
+
+    def spread(w: torch.Tensor) -> torch.Tensor:  # dim 0 of w: channel-major places c·old_p² + place
+        return w.reshape(-1, old_p**2, *w.shape[1:])[:, old_place].reshape(-1, *w.shape[1:])
+
+    stem = "stem.weight" if "stem.weight" in weights else "stem.0.weight"  # "2+1d": its 1x3x3 conv comes first
+    out[stem] = spread(weights[stem].transpose(0, 1)).transpose(0, 1) / r**2
+    head = weights["head.2.weight"]
+    if old_p == 1:  # an unpatched head is 1x1x1; a patched one 1x3x3 (VideoUNet): the old kernel is its centre
+        head = torch.nn.functional.pad(head, (1, 1, 1, 1))
+    out["head.2.weight"], out["head.2.bias"] = spread(head), spread(weights["head.2.bias"])
+    return out
+
+
 def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """The inverse of `patchify`: (B, C·p·p, T, H, W) -> (B, C, T, H·p, W·p)."""
     if p == 1:
@@ -250,4 +280,4 @@ def count_parameters(model: nn.Module) -> int:
 
 # the attention blocks and the embedding live in their own modules; they are named here too, as parts of the net
 __all__ = ["VideoUNet", "Conv3DBlock", "Residual3DBlock", "Down3D", "Up3D", "TemporalAttention", "SpatialAttention",
-           "patchify", "unpatchify", "grid_free", "sinusoidal_embedding", "count_parameters"]
+           "patchify", "unpatchify", "grid_free", "finer_patches", "sinusoidal_embedding", "count_parameters"]

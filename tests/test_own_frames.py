@@ -15,7 +15,7 @@ from mariofm.config import preset
 from mariofm.data import collate
 from mariofm.own_frames import own_context
 from mariofm.rollout import rollout
-from mariofm.unet import VideoUNet
+from mariofm.unet import VideoUNet, finer_patches
 from mariofm.world_data import NextFrames
 
 K = preset("world-smoke").context_frames
@@ -208,6 +208,12 @@ def test_a_run_started_from_a_model_takes_every_one_of_its_weights(cfg, tmp_path
         widened = widen_context(weights, K, K + 1, 3, cfg.patch_size)
         longer = started(cfg.replace(context_frames=K + 1))
         assert all(torch.equal(value, widened[name]) for name, value in longer.items())
+        # larger frames with finer patches: the stem and head spread out (mariofm.unet.finer_patches)
+        finer = finer_patches(weights, 2, 4)
+        fine = started(cfg.replace(patch_size=4, video_height=64, video_width=64))
+        assert all(torch.equal(value, finer[name]) for name, value in fine.items())
+        with pytest.raises(ValueError, match=re.escape(f"--init {tmp_path}: patch_size=3 is not a multiple")):
+            started(cfg.replace(patch_size=3, video_height=48, video_width=48))
     else:  # a world model from a video model: the clear error, not a widened context
         with pytest.raises(ValueError, match=re.escape(f"--init {tmp_path}: its weights do not fit the net")):
             started(preset("world-smoke"))

@@ -1,5 +1,7 @@
 """The 3D UNet: shapes, the zero start, conditioning on t, frames, attention and recomputed activations."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from mariofm.attention import SpatialAttention, TemporalAttention
 from mariofm.config import preset
 from mariofm.convs import TemporalConv
 from mariofm.embedding import sinusoidal_embedding
-from mariofm.unet import VideoUNet, count_parameters
+from mariofm.unet import VideoUNet, count_parameters, finer_patches
 
 
 def tiny(**overrides) -> VideoUNet:
@@ -221,3 +223,34 @@ def test_x0_prediction_returns_the_velocity_its_clean_guess_implies():
     v = model(x_t, t)
     torch.testing.assert_close(v[0], (noise - x0)[0])
     torch.testing.assert_close(v[1], (x_t[1] - x0[1]) / 0.05)
+
+
+@pytest.mark.parametrize("old_p, new_p, conv", [(1, 2, "2d"), (2, 4, "2d"), (2, 6, "2d"), (2, 4, "2+1d")])
+def test_a_model_given_finer_patches_returns_its_output_enlarged_on_enlarged_frames(old_p, new_p, conv):
+    """mariofm.unet.finer_patches: a world net on r-times larger frames with r-times finer patches, started from a
+    net on the smaller frames, computes that net's output enlarged wherever the frames come in r x r blocks."""
+    r, k = new_p // old_p, preset("world-smoke").context_frames
+    torch.manual_seed(0)
+    model = VideoUNet(preset("world-smoke", patch_size=old_p, conv=conv, grid_free=old_p > 1)).eval()
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)  # zero-init: make the output depend on the input
+    torch.nn.init.normal_(model.head[-1].bias, std=0.1)
+    fine = VideoUNet(preset("world-smoke", patch_size=new_p, conv=conv, grid_free=True,
+                            video_height=32 * r, video_width=32 * r)).eval()
+    fine.load_state_dict(finer_patches(model.state_dict(), old_p, new_p))
+    g = torch.Generator().manual_seed(1)
+    x, t, context = torch.randn(2, 3, 1, 32, 32, generator=g), torch.rand(2, generator=g), \
+        torch.rand(2, 3, k, 32, 32, generator=g) * 2 - 1
+    actions = (torch.rand(2, k + 1, 8, generator=g) > 0.5).float()
+    enlarge = lambda v: v.repeat_interleave(r, -2).repeat_interleave(r, -1)  # noqa: E731
+    with torch.no_grad():
+        old = model(x, t, context=context, actions=actions)
+        torch.testing.assert_close(fine(enlarge(x), t, context=enlarge(context), actions=actions), enlarge(old),
+                                   atol=1e-5, rtol=0)
+        # each new place is read on its own: detail inside a block changes the output
+        detail = enlarge(context) + 0.5 * torch.randn(2, 3, k, 32 * r, 32 * r, generator=g)
+        changed = fine(enlarge(x), t, context=detail, actions=actions)
+    assert (changed - enlarge(old)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=re.escape("patch_size=3 is not a multiple of the weights' patch_size=2: a "
+                                                   "run can start from a model with patches 1, 2, ... times coarser "
+                                                   "in pixels, e.g. patch_size=4")):
+        finer_patches(model.state_dict(), 2, 3)
