@@ -5,9 +5,9 @@
 The moments are `evaluate --world`'s button moments (mariofm.world_truth.game_branches: the same seed and sizes
 give the same moments, and the same --branches file can be shared; a file made for other settings is played
 again and overwritten; --seed must be the one the file was made with). Rows: the first `--rows` moments where the
-game scrolls less than world_eval.STOPPED px per frame with right + B held (a wall holds Mario). Columns: the last
-real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12 and 32. Frames
-are enlarged 2×, nearest neighbour.
+game scrolls less than world_eval.stopped_below(width) px per frame with right + B held (a wall holds Mario).
+Columns: the last real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12
+and 32. Frames are enlarged 2×, nearest neighbour.
 
 --read-as-real: the model plays told that every context frame is real (a mark_own model's mark embedding zeroed:
 marks 0000 at every frame, as at a rollout's first frame), to see what the marks do (docs/benchmarks.md section 6):
@@ -27,7 +27,7 @@ from PIL import Image
 from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.rollout import rollout
-from mariofm.world_eval import STOPPED, frame_scroll
+from mariofm.world_eval import frame_scroll, stopped_below
 from mariofm.world_truth import cached_branches
 
 HORIZON, SHOWN = 32, (4, 12, 32)  # frames held, and the ones shown (1-based)
@@ -38,7 +38,7 @@ def stop_moments(model, pairs: int, seed: int, branches: str | None):
     found = cached_branches(branches, pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
                             cfg.frame_stride, HORIZON, ("right+b", "none"), seed)
     game = frame_scroll(found.context[:, -1], found.frames[:, 0]).sum(1) / HORIZON
-    return found, np.flatnonzero(game < STOPPED)
+    return found, np.flatnonzero(game < stopped_below(cfg.video_width))
 
 
 def main() -> None:

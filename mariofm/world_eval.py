@@ -39,7 +39,9 @@ from mariofm.world_data import NextFrames, held_bits
 
 HORIZONS = (1, 4, 16, 64)
 EARLY = 8  # the button table also prints the speeds of the first EARLY frames held, before walls stop the game
-STOPPED = 0.5  # px/frame: where the real game scrolls less over the horizon, its camera stops (wall, pit, Mario left)
+# px/frame in a frame 64 pixels wide (world-cpu; stopped_below scales it): where the real game scrolls less over the
+# horizon, its camera stops (wall, pit, Mario left)
+STOPPED = 0.5
 STAY = 16  # level pixels (one block): a living Mario no further than this over the horizon's second half stays
 CAUSES = {"stays": "Mario stays", "dies": "Mario dies", "walks": "Mario walks left of the middle"}  # why it stops
 PSNR_CAP = 60.0
@@ -103,14 +105,19 @@ def _mean_where(v: np.ndarray, keep: np.ndarray) -> float | None:
     return float(v[keep].mean()) if keep.any() else None
 
 
-def speed_split(model: np.ndarray, game: np.ndarray, horizon: int) -> dict:
+def stopped_below(width: int) -> float:
+    """STOPPED for frames `width` pixels wide: the same camera move is twice as many pixels in a frame twice as wide."""
+    return STOPPED * width / 64
+
+
+def speed_split(model: np.ndarray, game: np.ndarray, horizon: int, width: int = 64) -> dict:
     """Does the model stop where the game does? Scrolls (N,) over `horizon` frames of the same N moments, model and
-    game: mean speeds (px/frame) where the game runs (>= STOPPED) and where it stops, and the correlation of model
-    and game speed moment by moment (None when either is constant). A mean speed close to the game's can hide a
-    model that is slow where the game runs and runs on where the game's camera stops (a wall or a pit ahead, or
-    Mario still left of the screen's middle)."""
+    game, in frames `width` pixels wide: mean speeds (px/frame) where the game runs (>= stopped_below(width)) and
+    where it stops, and the correlation of model and game speed moment by moment (None when either is constant). A
+    mean speed close to the game's can hide a model that is slow where the game runs and runs on where the game's
+    camera stops (a wall or a pit ahead, or Mario still left of the screen's middle)."""
     model, game = model / horizon, game / horizon
-    runs = game >= STOPPED
+    runs = game >= stopped_below(width)
     mean = _mean_where
     r = float(np.corrcoef(model, game)[0, 1]) if model.std() > 0 and game.std() > 0 else None
     return dict(game_runs=int(runs.sum()), model_px_where_game_runs=mean(model, runs),
@@ -129,9 +136,10 @@ def stop_causes(mario: np.ndarray, dies: np.ndarray) -> np.ndarray:
     return np.where(dies, "dies", np.where(further <= STAY, "stays", "walks"))
 
 
-def speed_by_cause(model: np.ndarray, game: np.ndarray, horizon: int, causes: np.ndarray) -> dict:
+def speed_by_cause(model: np.ndarray, game: np.ndarray, horizon: int, causes: np.ndarray, width: int = 64) -> dict:
     """Mean speeds (px/frame) of model and game where the game's camera stops, by stop_causes' answer."""
-    model, game, stops = model / horizon, game / horizon, game / horizon < STOPPED
+    model, game = model / horizon, game / horizon
+    stops = game < stopped_below(width)
     out = {}
     for cause in CAUSES:
         keep = stops & (causes == cause)
@@ -163,8 +171,8 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
                          speed_ratio=model_px / game_px if game_px else None,
                          model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist(),
                          model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist(),
-                         **speed_split(*scroll[name], horizon),
-                         where_game_stops_by_cause=speed_by_cause(*scroll[name], horizon, causes))
+                         **speed_split(*scroll[name], horizon, cfg.video_width),
+                         where_game_stops_by_cause=speed_by_cause(*scroll[name], horizon, causes, cfg.video_width))
     (run_m, run_g), (stand_m, stand_g) = scroll["right+b"], scroll["none"]
     out["model_right_b_scrolls_more"] = float((run_m > stand_m).mean())
     out["game_right_b_scrolls_more"] = float((run_g > stand_g).mean())
@@ -271,5 +279,5 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "stop_causes",
-           "speed_by_cause"]
+           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "stopped_below",
+           "stop_causes", "speed_by_cause"]

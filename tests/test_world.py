@@ -428,7 +428,7 @@ def test_the_real_game_branches_from_one_saved_moment_for_each_button_set():
 
 
 def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_path):
-    from mariofm.world_eval import STOPPED, button_scores, frame_scroll
+    from mariofm.world_eval import button_scores, frame_scroll, stopped_below
     from mariofm.world_truth import cached_branches, load_branches, save_branches
 
     model, cache, horizon = tiny(), tmp_path / "branches.npz", 10
@@ -443,7 +443,7 @@ def test_button_scores_put_the_model_beside_the_real_game_frame_by_frame(tmp_pat
         assert len(out[name]["model_px_by_frame"]) == horizon
         assert np.mean(out[name]["model_px_by_frame"]) == pytest.approx(out[name]["model_px_per_frame"])
     assert out["game_right_b_scrolls_more"] == np.mean(totals[0] > totals[1])
-    runs = totals[0] / horizon >= STOPPED
+    runs = totals[0] / horizon >= stopped_below(model.cfg.video_width)  # 32 pixels wide: 0.25 px/frame
     assert out["right+b"]["game_runs"] == runs.sum()
     model_px = np.array(out["right+b"]["model_scroll"]) / horizon
     if runs.any():
@@ -488,6 +488,8 @@ def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
     assert blind["model_px_where_game_stops"] == 1.25 and blind["scroll_correlation"] is None  # nothing to follow
     assert speed_split(game[2:], game[2:], 16)["model_px_where_game_stops"] is None  # no moment stops
     assert speed_split(game[:2], np.array([7.9, 8.0]), 16)["game_runs"] == 1  # 0.5 px/frame runs, just under stops
+    # in frames twice as wide the same camera move is twice the pixels: 1 px/frame runs there, just under stops
+    assert speed_split(game[:2], np.array([15.9, 16.0]), 16, width=128)["game_runs"] == 1
 
 
 def test_stop_causes_tell_a_wall_from_a_death_and_from_mario_walking_left_of_the_middle():
