@@ -323,6 +323,7 @@ def test_moving_pixels_from_the_context_need_two_context_frames():
         Config(context_frames=1, sequence_length=1, moving_weight=4.0)
     assert Config(context_frames=1, sequence_length=1, moving_weight=4.0, moving_from="target").moving_weight == 4
     assert Config(context_frames=1, sequence_length=1, moving_from="context").moving_weight == 0  # off: no need
+    assert Config(context_frames=2, sequence_length=1, moving_weight=4.0).context_frames == 2  # two are enough
     with pytest.raises(ValueError, match="moving_from"):
         Config(**WORLD, moving_from="sprites")
 

@@ -59,6 +59,23 @@ def test_model_sees_the_interpolated_input_and_the_given_times():
     assert per_sample.requires_grad is False and torch.isclose(loss, per_sample.mean())
 
 
+def test_a_weight_makes_each_samples_loss_the_weighted_mean_of_its_squared_errors():
+    x0, noise = _batch()
+    t = torch.full((x0.shape[0],), 0.5)
+    off = torch.arange(x0[0].numel(), dtype=torch.float32).view(1, *x0.shape[1:]) / x0[0].numel()
+    model = lambda x_t, t: noise - x0 + off  # noqa: E731  (squared error off² at every place of every sample)
+    weight = 1 + torch.rand(x0.shape[0], 1, *x0.shape[2:], generator=torch.Generator().manual_seed(2))  # per place
+    loss, per_sample, _ = fm_loss(model, x0, t=t, noise=noise, weight=weight)
+    w = weight.expand_as(x0).flatten(1)
+    expected = (w * off.square().flatten(1)).sum(1) / w.sum(1)
+    assert per_sample.shape == (x0.shape[0],) and torch.allclose(per_sample, expected)
+    assert torch.isclose(loss, expected.mean())
+    # a weight of another dtype (a float64 or integer mask) is taken in the error's precision
+    assert fm_loss(model, x0, t=t, noise=noise, weight=weight.double())[1].dtype == x0.dtype
+    plain = fm_loss(model, x0, t=t, noise=noise)[1]  # a weight changes the answer: it is not the plain mean
+    assert not torch.allclose(per_sample, plain) and torch.allclose(plain, off.square().mean().expand(x0.shape[0]))
+
+
 def test_per_sample_loss_carries_gradients():
     x0, noise = _batch()
     scale = torch.nn.Parameter(torch.tensor(0.5))
