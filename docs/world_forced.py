@@ -21,14 +21,12 @@ import argparse
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from world_stops import HORIZON, stop_moments  # docs/world_stops.py: the same moments, split as evaluate --world
 
 from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.rollout import rollout
-from mariofm.world_eval import frame_scroll, stop_causes, stopped_below
-from mariofm.world_truth import cached_branches
-
-HORIZON = 32  # the branches' frames (evaluate --world's default)
+from mariofm.world_eval import frame_scroll, stop_causes
 
 
 def speeds(model, found, frames: int, guidance: float | None) -> dict[str, np.ndarray]:
@@ -57,11 +55,9 @@ def main() -> None:
     p.add_argument("--out", default="docs/media/world-forced.png")
     args = p.parse_args()
     model, cfg = load_model(args.checkpoint, device="cpu")
-    found = cached_branches(args.branches, args.pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
-                            cfg.frame_stride, HORIZON, ("right+b", "none"), args.seed)
+    found, stopped = stop_moments(model, args.pairs, args.seed, args.branches)
     px = {name: v * 64 / cfg.video_width for name, v in speeds(model, found, args.frames, args.guidance).items()}
-    # where the game's camera stops over all 32 frames, as evaluate --world splits them
-    stops = frame_scroll(found.context[:, -1], found.frames[:, 0]).mean(1) < stopped_below(cfg.video_width)
+    stops = np.isin(np.arange(len(found.context)), stopped)  # where the game's camera stops over all 32 frames
     groups = {"the game's camera runs": ~stops,
               "a wall holds Mario": stops & (stop_causes(found.mario[:, 0], found.dies[:, 0]) == "stays")}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
