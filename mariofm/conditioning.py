@@ -48,9 +48,10 @@ Each choice and where it comes from:
   setting (`export --set action_guidance=...`), so it is chosen again for each model, on evaluation starts of their
   own (`evaluate --world --seed 1`): a model trained on its own frames ran 1.57× the game's speed with w = 3 and
   matched its mean with w = 1.5; the model before the shipped one played with w = 0.75 < 1, which shrinks the
-  buttons' effect (with none held its mean speed came within 30% of the game's, 0.77×), and the shipped one (drawn
-  own-frame counts, below) plays with w = 1.5 again, which its tuning seed chose (none 0.57× on the report's seed:
-  it slows sooner than the game's Mario, who coasts). No model so far stops where the game's Mario is stopped
+  buttons' effect (with none held its mean speed came within 30% of the game's, 0.77×), the next (drawn own-frame
+  counts, below) played with w = 1.5 (none 0.57× on the report's seed: it slowed sooner than the game's Mario, who
+  coasts), and the shipped one, whose own frames were made on a shifted sampling grid (cfg.sample_shift), plays
+  with w = 1: one net call per step (none 0.95×). No model so far stops where the game's Mario is stopped
   (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than

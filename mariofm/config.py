@@ -70,6 +70,7 @@ class Config:
     # --- sampling and output ----------------------------------------------------------------------
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
+    sample_shift: float = 1.0  # world model playing: the time grid's shift s (sample.time_grid; < 1: steps near data)
     fps: int = 30
 
     def __post_init__(self) -> None:
@@ -161,6 +162,10 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config field action_guidance={cfg.action_guidance!r} needs a world model trained with "
                          "action_dropout > 0 (it has the 'unknown buttons' embedding guidance compares with); "
                          "set action_guidance=1, or train with e.g. action_dropout=0.15")
+    if not 0 < cfg.sample_shift < math.inf or (cfg.sample_shift != 1 and not cfg.context_frames):
+        raise ValueError(f"config field sample_shift={cfg.sample_shift!r} must be a positive number, and 1 unless "
+                         f"context_frames > 0 (it is {cfg.context_frames}): the shift of a world model's sampling "
+                         "grid (mariofm.sample.time_grid; 1 = uniform, e.g. 0.5 puts more steps near the data)")
     if not isinstance(cfg.own_frames, int) or cfg.own_frames < 0 or (cfg.own_frames and not cfg.context_frames):
         raise ValueError(f"config field own_frames={cfg.own_frames!r} must be an integer >= 0, and 0 unless "
                          f"context_frames > 0 (it is {cfg.context_frames}): how many frames a world model makes "

@@ -126,6 +126,8 @@ def add_cli(subparsers) -> None:
                    help="--world: keep the real game's button branches in this file and reuse them")
     p.add_argument("--guidance", type=float, default=None,
                    help="--world: button guidance w (default: the model's action_guidance; mariofm.conditioning)")
+    p.add_argument("--shift", type=float, default=None,
+                   help="--world: the sampler's time grid shift (default: the model's sample_shift; sample.time_grid)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
@@ -139,7 +141,7 @@ def _cli(args) -> int:
 
         report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
                                 seed=args.seed, steps=args.steps, solver=args.solver, guidance=args.guidance,
-                                device=args.device, cache=args.branches)
+                                shift=args.shift, device=args.device, cache=args.branches)
         print_world_table(report)
         if args.out:
             write_report(report, args.out)

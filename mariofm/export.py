@@ -58,7 +58,7 @@ def read_report(metrics: str | Path) -> dict:
 
 # how the model is used, not how it was trained: none of them needs other weights (grid_free, config.py: switched on
 # for weights trained without it, the net's change loses its offset per patch place and keeps everything else)
-PLAY_FIELDS = ("sample_steps", "solver", "play_noise", "action_guidance", "grid_free")
+PLAY_FIELDS = ("sample_steps", "solver", "sample_shift", "play_noise", "action_guidance", "grid_free")
 
 
 def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,

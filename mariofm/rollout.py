@@ -74,15 +74,17 @@ def check_world_model(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, steps: int, solver: str,
                generator: torch.Generator, guidance: float | None = None, own: torch.Tensor | None = None,
-               ) -> torch.Tensor:
+               shift: float | None = None) -> torch.Tensor:
     """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
     `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity. `own` (B, K):
-    1 for each context frame the model made (`made_by_model`; None: all real), for a model with cfg.mark_own."""
+    1 for each context frame the model made (`made_by_model`; None: all real), for a model with cfg.mark_own.
+    `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid)."""
     b, c, _, h, w = context.shape
     guidance = model.cfg.action_guidance if guidance is None else guidance
+    shift = model.cfg.sample_shift if shift is None else shift
     noisy = noise_context(context, model.world.play_noise, generator)  # once per frame: every step sees it
     x1 = torch.randn((b, c, 1, h, w), generator=generator).to(context.device)
-    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance, own), x1, steps, solver)
+    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance, own), x1, steps, solver, shift=shift)
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
 
@@ -95,9 +97,10 @@ def made_by_model(own: torch.Tensor, new: torch.Tensor | None = None) -> torch.T
 @torch.no_grad()
 def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | torch.Tensor, *,
             steps: int | None = None, solver: str | None = None, seed: int = 0, guidance: float | None = None,
-            callback=None) -> np.ndarray:
+            shift: float | None = None, callback=None) -> np.ndarray:
     """Generate len(actions) − K frames after `context`; see the module docstring for the shapes. `guidance`:
-    the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning).
+    the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning); `shift`: the
+    sampler's time grid (default: cfg.sample_shift).
 
     `callback(i, frames)` (optional) sees each new batch of frames, uint8 (B, H, W, 3), as it is made."""
     k = check_world_model(model)
@@ -121,7 +124,7 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     own = torch.zeros(context.shape[0], k)  # the context starts real
     try:
         for i in range(bits.shape[1] - k):
-            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance, own)
+            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance, own, shift)
             ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own)
             out.append(_to_uint8(x))
             if callback is not None:
@@ -250,6 +253,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=None,
                    help="button guidance w (default: the model's action_guidance; needs action_dropout training)")
+    p.add_argument("--shift", type=float, default=None,
+                   help="the sampler's time grid shift (default: the model's sample_shift; mariofm.sample.time_grid)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
 
@@ -279,7 +284,7 @@ def _cli(args) -> int:
     actions = torch.cat([real[:k], new[:args.frames]])
     begin = time.perf_counter()
     frames = rollout(model, context, actions, steps=args.steps or cfg.sample_steps,
-                     solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance)
+                     solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance, shift=args.shift)
     seconds = time.perf_counter() - begin
     video = np.concatenate([context, frames])  # the real start, then the model's frames
     (write_mp4 if out.suffix == ".mp4" else write_gif)(out, video, cfg.fps)

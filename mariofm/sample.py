@@ -1,6 +1,7 @@
 """Sampling: integrate the learned ODE dx/dt = v(x, t) from noise (t = 1) back to data (t = 0).
 
-A uniform grid 1 = t_0 > t_1 > ... > t_N = 0 with step h = t_{i+1} − t_i < 0, and one of two solvers:
+A grid 1 = t_0 > t_1 > ... > t_N = 0 with steps h = t_{i+1} − t_i < 0 (uniform, or shifted: `time_grid`), and one
+of two solvers:
 
     Euler (order 1, 1 evaluation per step):   x ← x + h·v(x, t)
     Heun  (order 2, 2 evaluations per step):  x̃ ← x + h·v(x, t)                       predict with Euler,
@@ -19,6 +20,7 @@ and returns displayable uint8 videos.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -44,10 +46,24 @@ def _check(steps: int, solver: str) -> None:
         raise ValueError(f"steps={steps!r} must be a positive integer, e.g. steps=20")
 
 
+def time_grid(t_start: float, t_end: float, steps: int, shift: float = 1.0) -> list[float]:
+    """The `steps + 1` times from t_start to t_end: t = t_end + (t_start − t_end)·s·u / (1 + (s − 1)·u) for u
+    uniform from 1 to 0. s = 1 is the uniform grid; s < 1 puts more of the steps near t_end (for sampling: near
+    the data, where the small detail is decided), s > 1 near t_start. The same warp as the "timestep shift" of
+    Stable Diffusion 3 (Esser et al. 2024), there with s > 1 for large images; a world model playing its own
+    frames uses it as cfg.sample_shift (mariofm.rollout.next_frame)."""
+    if not 0 < shift < math.inf:
+        raise ValueError(f"shift={shift!r} must be a positive number; 1 is the uniform grid")
+    if shift == 1:  # exactly the grid of earlier versions, bit for bit
+        return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64).tolist()
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return (t_end + (t_start - t_end) * shift * u / (1 + (shift - 1) * u)).tolist()
+
+
 def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float, steps: int,
               solver: str = "heun", *, final_corrector: bool = True, progress: bool = False,
-              callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Integrate dx/dt = velocity(x, t) from x at t_start to t_end on a uniform grid of `steps` steps.
+              callback: Callable[[int, float, torch.Tensor], None] | None = None, shift: float = 1.0) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) from x at t_start to t_end in `steps` steps on `time_grid(..., shift)`.
 
     Either direction works: `sample` runs 1 → 0, `mariofm.likelihood` runs 0 → 1. final_corrector=False makes
     the last Heun step an Euler step (see the module docstring). `callback(i, t, x)` sees the state at every
@@ -55,7 +71,7 @@ def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float,
     needs autograd inside (the likelihood's divergence) can switch it back on.
     """
     _check(steps, solver)
-    grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64).tolist()
+    grid = time_grid(t_start, t_end, steps, shift)
 
     def v(x: torch.Tensor, t: float) -> torch.Tensor:
         out = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))  # one t per sample
@@ -81,13 +97,13 @@ def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float,
 
 def sample(velocity: Velocity, x1: torch.Tensor, steps: int, solver: str = "heun", *, t_end: float = 0.0,
            final_corrector: bool = False, progress: bool = False,
-           callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
+           callback: Callable[[int, float, torch.Tensor], None] | None = None, shift: float = 1.0) -> torch.Tensor:
     """Carry noise x1 (B, ...) at t = 1 to a sample at t = t_end (0: data) with `steps` Euler or Heun steps.
 
     `velocity(x, t)` is any callable with t of shape (B,): the UNet (in eval mode), its EMA copy, or
     `mariofm.analytic.gaussian_velocity`. Deterministic: the same x1 gives the same sample. Costs
-    `nfe(steps, solver, final_corrector=final_corrector)` evaluations. To keep the intermediate states (e.g. for
-    a notebook figure):
+    `nfe(steps, solver, final_corrector=final_corrector)` evaluations, on the grid `time_grid(1, t_end, steps,
+    shift)`. To keep the intermediate states (e.g. for a notebook figure):
 
         path = []
         x0 = sample(model, torch.randn(4, 3, 8, 60, 64), 20, callback=lambda i, t, x: path.append(x.cpu()))
@@ -95,7 +111,7 @@ def sample(velocity: Velocity, x1: torch.Tensor, steps: int, solver: str = "heun
     if not 0.0 <= t_end < 1.0:
         raise ValueError(f"t_end={t_end!r} must lie in [0, 1): sampling runs from noise at t = 1 down to t_end")
     return solve_ode(velocity, x1, 1.0, t_end, steps, solver, final_corrector=final_corrector, progress=progress,
-                     callback=callback)
+                     callback=callback, shift=shift)
 
 
 def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
@@ -124,4 +140,4 @@ def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solve
     return np.concatenate(out)
 
 
-__all__ = ["SOLVERS", "nfe", "solve_ode", "sample", "noise_for", "sample_videos"]
+__all__ = ["SOLVERS", "nfe", "time_grid", "solve_ode", "sample", "noise_for", "sample_videos"]

@@ -207,13 +207,14 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
 
 def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,
                    steps: int | None = None, solver: str | None = None, guidance: float | None = None,
-                   device: str | None = None, cache: str | Path | None = None) -> dict:
+                   shift: float | None = None, device: str | None = None, cache: str | Path | None = None) -> dict:
     from mariofm.checkpoint import WORLD_SHIPPED, load_model
 
     model, cfg = load_model(checkpoint or WORLD_SHIPPED, device=device or "cpu")
     check_world_model(model)
     sampling = dict(steps=steps or cfg.sample_steps, solver=solver or cfg.solver,
-                    guidance=cfg.action_guidance if guidance is None else guidance)
+                    guidance=cfg.action_guidance if guidance is None else guidance,
+                    shift=cfg.sample_shift if shift is None else shift)
     report: dict = dict(checkpoint=str(checkpoint or WORLD_SHIPPED), **sampling, seed=seed)
     jobs = (("horizons", horizon_scores, (model, data, num), {}),
             ("buttons", button_scores, (model, pairs), dict(cache=cache)),
@@ -227,8 +228,8 @@ def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: in
 
 def print_world_table(report: dict) -> None:
     h, b, s = report["horizons"], report["buttons"], report["stability"]
-    print(f"world model {report['checkpoint']}: {report['solver']} {report['steps']} steps per frame, button "
-          f"guidance {report.get('guidance', 1.0):g}")
+    print(f"world model {report['checkpoint']}: {report['solver']} {report['steps']} steps per frame (grid shift "
+          f"{report.get('shift', 1.0):g}), button guidance {report.get('guidance', 1.0):g}")
     print(f"horizons ({h['starts']} held-out starts, real buttons)   PSNR median/mean   baseline      "
           "in-palette (baseline)")
     for key in (k for k in h if k.startswith("h") and k[1:].isdigit()):

@@ -125,8 +125,9 @@ else:
     print(f"no {WORLD_SHIPPED}: a world-smoke model trained just now (30 steps)")
 K = cfg.context_frames
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cfg.video_height}x{cfg.video_width} "
-      f"at {cfg.fps} fps; K = {K} context frames; played with {cfg.solver} {cfg.sample_steps} steps "
-      f"({nfe(cfg.sample_steps, cfg.solver)} network calls per frame); context noise: U(0, {cfg.context_noise}) "
+      f"at {cfg.fps} fps; K = {K} context frames; played with {cfg.solver} {cfg.sample_steps} steps on a grid "
+      f"shifted by {cfg.sample_shift:g} ({nfe(cfg.sample_steps, cfg.solver)} network calls per frame, button "
+      f"guidance {cfg.action_guidance:g}); context noise: U(0, {cfg.context_noise}) "
       f"in training, {cfg.play_noise} in play")
 
 # %% [markdown]
@@ -158,12 +159,18 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance`: $w > 1$ enlarges exactly the
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
-#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$. It runs faster than the game
-#   where Mario runs free (1.2×), slows sooner than the game's Mario when the buttons are released (he coasts),
-#   and does not stop where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all
-#   three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
+#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1$, one net call per step.
+# - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid
+#   is $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
+#   Stable Diffusion 3). The shipped model uses $s = 0.5$, the grid 1, 0.6, 0.33, 0.14, 0: more of its steps near
+#   the data. Measured, the shift is a speed dial: a lower $s$ scrolls less everywhere. Played on a grid it was not
+#   trained on, its picture left the game's palette over 300 frames; the shipped model made its own training
+#   frames (the next point) on this grid, and keeps it. It runs with the game where Mario runs free,
+#   slows a little sooner than the game's Mario when the buttons are released (he coasts), and does not stop
+#   where a pipe, a staircase or a pit stops the game's Mario (`evaluate --world` prints all three;
+#   docs/benchmarks.md section 6). Recordings in which the player runs into walls without jumping
 #   (`record --push`) made it run on there less, not stop. Look at what it draws there
-#   (docs/media/world-stops.png): with right + B held it shifts the scene, the wall starts to melt by frame 12
+#   (docs/media/world-stops-shift.png): with right + B held it shifts the scene, the wall starts to melt by frame 12
 #   and is gone by frame 32; a wall it no longer draws cannot stop it. Self-attention over the whole frame
 #   (`spatial_attention`), which lets every place see Mario and the wall, did not change that, and neither did
 #   8 context frames instead of 4. Why it runs on there is in the point on its marks below.
@@ -441,8 +448,8 @@ for steps in (4, 6):
 # For an earlier model, over 32 rollouts of 300 frames (docs/benchmarks.md section 6), 6 steps kept more
 # of the palette (the last 50 frames' share over the first 50's: 0.75 against 0.59) but ran faster than the game
 # with right + B and cost 1.5x the time per frame; one rollout can land either way. (With the shipped model and
-# this start, 6 steps shift the sky's colour by frame 300, about 20 levels less red and green and 10 more blue
-# than the game's: the picture still looks like the game, but nearly no pixel is on the palette any more.)
+# this start, 6 steps keep almost none of the last 50 frames' pixels on the palette, as printed above. Our reading:
+# it made its own training frames with 4 steps on its grid, and 6 steps make frames unlike those.)
 
 # %% [markdown]
 # ## Play

@@ -267,6 +267,18 @@ def test_guidance_needs_a_world_model_trained_with_action_dropout(changes):
     assert Config(**WORLD, action_dropout=0.9, action_guidance=2.0).action_dropout == 0.9
 
 
+@pytest.mark.parametrize("shift, k", [(0.0, 4), (-0.5, 4), (float("inf"), 4), (float("nan"), 4), (0.5, 0)])
+def test_the_sampling_grids_shift_is_positive_and_for_a_world_model(shift, k):
+    with pytest.raises(ValueError, match=message(f"config field sample_shift={shift!r} must be a positive number, "
+                                                 f"and 1 unless context_frames > 0 (it is {k}): the shift of a world "
+                                                 "model's sampling grid (mariofm.sample.time_grid; 1 = uniform, e.g. "
+                                                 "0.5 puts more steps near the data)")):
+        Config(context_frames=k, sequence_length=1 if k else 8, sample_shift=shift)
+    for ok in (0.01, 1.0, 4.0):
+        assert Config(**WORLD, sample_shift=ok).sample_shift == ok
+    assert Config(sample_shift=1.0).sample_shift == 1.0  # a video model keeps the uniform grid
+
+
 # --- training on the model's own frames (mariofm/own_frames.py) -------------------------------------------
 @pytest.mark.parametrize("r, k", [(-1, 4), (1, 0), (1.0, 4)])
 def test_own_frames_are_a_whole_number_for_a_world_model(r, k):

@@ -21,10 +21,10 @@ from mariofm.world_data import NextFrames
 K = preset("world-smoke").context_frames
 
 
-def tiny() -> VideoUNet:
+def tiny(**overrides) -> VideoUNet:
     """A world-smoke net whose zero-init output conv is perturbed, so that its frames depend on its inputs."""
     torch.manual_seed(0)
-    model = VideoUNet(preset("world-smoke"))
+    model = VideoUNet(preset("world-smoke", **overrides))
     torch.nn.init.normal_(model.head[-1].weight, std=0.1)
     return model
 
@@ -57,6 +57,18 @@ def test_own_frames_are_the_frames_the_model_makes_when_it_plays(mario_clips, ow
     real, _, none = own_context(model, context, bits, 0, own_frames, g)  # no sample of its own: nothing made or drawn
     assert torch.equal(real, context[:, :, own_frames:]) and not none.any()
     assert torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state())
+
+
+def test_own_frames_are_made_on_the_grid_the_model_plays_with(mario_clips):
+    """cfg.sample_shift reaches the frames made in training as it reaches a rollout's (mariofm.sample.time_grid)."""
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", own_frames=1, progress=False)
+    batch = collate([data[i] for i in (3, 40)])
+    context, bits = batch["context"], batch["actions"]
+    model = tiny(sample_shift=0.5).train()
+    window, _, _ = own_context(model, context, bits, 1, 1, torch.Generator().manual_seed(5))
+    start = to_uint8(context[0, :, :K])
+    assert np.array_equal(to_uint8(window[0, :, -1:]), rollout(model, start, bits[0, :K + 1], seed=5))
+    assert not np.array_equal(to_uint8(window[0, :, -1:]), rollout(model, start, bits[0, :K + 1], seed=5, shift=1.0))
 
 
 def test_validation_data_keeps_real_context_frames(mario_clips):

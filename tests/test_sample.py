@@ -6,7 +6,7 @@ import torch
 from torchdiffeq import odeint
 
 from mariofm.analytic import gaussian_flow, gaussian_velocity
-from mariofm.sample import nfe, sample, solve_ode
+from mariofm.sample import nfe, sample, solve_ode, time_grid
 
 MU = torch.tensor([1.0, -0.5, 0.0], dtype=torch.float64)
 S = torch.tensor([0.5, 2.0, 0.8], dtype=torch.float64)
@@ -110,8 +110,35 @@ def test_callback_sees_every_grid_time():
     assert torch.equal(seen[0][2], x1) and torch.equal(seen[-1][2], out)
 
 
+def test_a_shifted_grid_puts_its_steps_near_the_data_and_mirrors_its_inverse():
+    """t = s·u / (1 + (s − 1)·u): at s = 1/2 and 4 steps exactly 1, 3/5, 1/3, 1/7, 0; s and 1/s mirror each other
+    (t_s(u) = 1 − t_{1/s}(1 − u)); s = 1 is torch.linspace bit for bit (the grid of earlier versions)."""
+    assert time_grid(1.0, 0.0, 4, 0.5) == pytest.approx([1, 3 / 5, 1 / 3, 1 / 7, 0], abs=1e-15)
+    assert time_grid(1.0, 0.0, 7) == torch.linspace(1, 0, 8, dtype=torch.float64).tolist()  # s = 1 by default
+    assert time_grid(0.0, 1.0, 7, 1.0) == torch.linspace(0, 1, 8, dtype=torch.float64).tolist()  # 1 − u would not be
+    assert time_grid(1.0, 0.0, 5, 3.0) == pytest.approx([1 - t for t in time_grid(1.0, 0.0, 5, 1 / 3)[::-1]])
+    assert time_grid(0.0, 1.0, 4, 0.5)[0] == 0 and time_grid(0.0, 1.0, 4, 0.5)[-1] == 1  # ends kept either way
+    for shift in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive number"):
+            time_grid(1.0, 0.0, 4, shift)
+
+
+@pytest.mark.parametrize("solver, method", [("euler", "euler"), ("heun", "heun2")])
+def test_a_shifted_grid_matches_torchdiffeq_on_the_same_times(solver, method):
+    field, x1, steps = _mlp_field(), _noise(), 6
+    ours = sample(field, x1, steps, solver, final_corrector=True, shift=0.4)
+    with torch.no_grad():
+        theirs = odeint(lambda t, x: field(x, t.expand(x.shape[0])), x1,
+                        torch.tensor(time_grid(1.0, 0.0, steps, 0.4), dtype=torch.float64), method=method)
+    assert (ours - theirs[-1]).abs().max() <= 1e-6
+    assert (ours - sample(field, x1, steps, solver, final_corrector=True)).abs().max() > 1e-3  # another grid
+
+
 def test_solve_ode_runs_forwards_too():
-    """0 → 1 on the Gaussian field carries data to its noise: the inverse of sampling."""
+    """0 → 1 on the Gaussian field carries data to its noise: the inverse of sampling, on a uniform grid."""
+    seen = []
+    solve_ode(lambda x, t: -x, _noise(), 0.0, 1.0, 4, "euler", callback=lambda i, t, x: seen.append(t))
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0]
     z = _noise()
     z_back = solve_ode(gaussian_velocity(MU, S), MU + S * z, 0.0, 1.0, 200, "heun")
     assert torch.allclose(z_back, z, atol=1e-4)

@@ -342,6 +342,20 @@ def test_rollout_has_the_asked_length_and_the_same_seed_gives_the_same_frames(da
     assert batched.shape == (2, 7, 32, 32, 3)
 
 
+def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
+    """cfg.sample_shift is the rollout's default grid (mariofm.sample.time_grid): a model that carries 0.5 plays
+    what rollout(..., shift=0.5) plays, and not what the uniform grid does."""
+    model, shifted = tiny(), tiny(sample_shift=0.5)
+    context, real = recording_start(data.clips.root, model.cfg, clip=0, split="all")
+    actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 3))])
+    frames = rollout(shifted, context, actions, seed=1)
+    assert np.array_equal(frames, rollout(model, context, actions, seed=1, shift=0.5))
+    assert not np.array_equal(frames, rollout(model, context, actions, seed=1))
+    assert np.array_equal(np.stack([World(shifted, context, real[:K], seed=1).step(0x41)]), frames[:1])
+    with pytest.raises(ValueError, match="sample_shift=0.5 .* context_frames > 0"):
+        preset("smoke", sample_shift=0.5)  # a video model's sampler has no such setting
+
+
 def test_rollout_refuses_bad_inputs():
     model, context = tiny(), np.zeros((K, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="context must be"):
@@ -383,7 +397,7 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
         assert not (tmp_path / bad).exists()
     out = tmp_path / "r.gif"
     assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
-                 "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
+                 "--out", str(out), "--frames", "5", "--policy", "random", "--shift", "0.5"]) == 0
     import imageio.v3 as iio
     assert len(iio.imread(out, index=None)) == K + 5
 
@@ -537,6 +551,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
                  "--long", "1", "--guidance", "1", "--branches", str(tmp_path / "b.npz"), "--out", str(out)]) == 0
     printed, report = capsys.readouterr().out, json.loads(out.read_text())
     assert report["horizons"]["starts"] == 2 and report["guidance"] == 1.0 and report["steps"] == 2
+    assert report["shift"] == 1.0 and "(grid shift 1)" in printed
     for h in (1, 4, 16, 64):
         row = report["horizons"][f"h{h}"]
         assert f"{h:>3} frames ahead   {row['psnr_median']:5.1f} / {row['psnr_mean']:5.1f} dB" in printed
