@@ -90,7 +90,7 @@ from mariofm.metrics import palette_fidelity, scroll_stats
 from mariofm.play import Player, PlayUI
 from mariofm.recordings import find_or_record, find_videos
 from mariofm.rollout import World, policy_actions, recording_start, rollout
-from mariofm.sample import nfe
+from mariofm.sample import nfe, time_grid
 from mariofm.train import train
 from mariofm.unet import sinusoidal_embedding
 from mariofm.video import video_grid, write_gif, write_mp4
@@ -428,10 +428,13 @@ theirs = rollout(model, context, torch.cat([real_buttons[:K], action_bits(button
 print("the same frames:", np.array_equal(mine, theirs))  # one generator, the same draws in the same order
 
 # %% [markdown]
-# **4 · Predict, then check (sampler steps).** Every frame is a few Euler steps from noise (the shipped model:
-# `cfg.sample_steps` = 4), and each step's error stays in the frame that the next one reads. Roll out the same
+# **4 · Predict, then check (the sampler).** Every frame is a few Euler steps from noise (the shipped model:
+# `cfg.sample_steps` = 4), and each step's error stays in the frame that the next one reads. (a) Roll out the same
 # long random-button run with 4 and with 6 steps (`rollout(..., steps=6)`): which keeps more of the game's
 # palette in its last 50 frames, and which scrolls further? What does the extra accuracy cost per frame?
+# (b) The shipped model plays its steps on a shifted grid, `time_grid(1, 0, 4, cfg.sample_shift)`: more of them
+# near the data. Roll out right + B from the game's moments above once on that grid and once on the uniform one
+# (`rollout(..., shift=1)`): which moves the camera further, and which is nearer to the game?
 
 # %%
 # your answer here
@@ -450,6 +453,17 @@ for steps in (4, 6):
 # with right + B and cost 1.5x the time per frame; one rollout can land either way. (With the shipped model and
 # this start, 6 steps keep almost none of the last 50 frames' pixels on the palette, as printed above. Our reading:
 # it made its own training frames with 4 steps on its grid, and 6 steps make frames unlike those.)
+# (b)
+held = action_bits(np.full((BRANCH_STARTS, BRANCH_FRAMES), buttons_byte("right+b"), np.uint8))
+start = branches.context[:, -1]  # each moment's last real frame
+print("the game:", total_scroll(start, branches.frames[:, 0]).tolist(), "px")
+for shift in (cfg.sample_shift, 1.0):
+    made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=0, shift=shift)
+    times = ", ".join(f"{t:.2f}" for t in time_grid(1.0, 0.0, cfg.sample_steps, shift))
+    print(f"grid {times}: the model {total_scroll(start, made).tolist()} px")
+# For the model shipped before this one, over 32 moments of seed 1 (docs/benchmarks.md section 6, fourteenth):
+# a lower shift moved the camera less where the game runs and where a wall holds Mario alike. The shift is a
+# speed dial, not a wall detector.
 
 # %% [markdown]
 # ## Play
