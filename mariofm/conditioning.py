@@ -63,7 +63,11 @@ Each choice and where it comes from:
   colour shift and (until cfg.grid_free, below) a chequer on the 2×2 patch grid; a random shift of the context's
   colours or of its 2×2 pattern in training, for the net to take out, did not remove them (same section). Eight
   own frames in a chain (longer than K) kept more palette (ratio 0.86 on the report's seed 0) but ran 1.8× the
-  game's speed and lost 2 dB one step ahead (same section).
+  game's speed and lost 2 dB one step ahead (same section). The real target after its own frames also asks for a
+  catch-up: they stand behind the game's camera more often than ahead (0.85 px on average), so from its own frames
+  the model learns to move further than the game. cfg.own_align moves the target to the own frames' camera
+  (mariofm.own_frames.aligned_target): it took out most of the catch-up moves, but the model then ran slower
+  everywhere and still did not stop at walls (same section, fifteenth; not shipped).
 - Which context frames are its own (cfg.mark_own; our choice, after the noise level as an input above and diffusion
   forcing's level per frame): trained on both, one net has to serve a real context and its own with one answer, and
   the own-frames runs paid 1.5–2 dB one step ahead from real frames for their stability. With mark_own, a K-bit vector

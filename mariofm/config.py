@@ -51,6 +51,7 @@ class Config:
     own_frames: int = 0  # training: the model makes R frames as it plays, the last min(R, K) are its context
     own_share: float = 0.5  # ... for this share of each batch; the rest keeps real context frames
     own_draw: bool = False  # ... each of them makes a number of frames drawn from 1..R (False: always R)
+    own_align: bool = False  # ... their target: the real next frame seen from the own last frame's camera
     mark_own: bool = False  # the model is told which context frames are its own (1) and which are real (0)
     moving_weight: float = 0.0  # training: α, the loss weighs 1 + α the pixels the camera does not explain (moving.py)
     moving_from: str = "context"  # ... between the last two context frames, or the frame before and the target
@@ -174,6 +175,9 @@ def validate(cfg: Config) -> None:
     if cfg.own_draw and not cfg.own_frames:
         raise ValueError("config field own_draw=True draws how many of the own_frames each sample makes: it needs "
                          "own_frames > 0 (e.g. own_frames=8), or own_draw=False")
+    if cfg.own_align and not cfg.own_frames:
+        raise ValueError("config field own_align=True moves the target to the camera of the model's own frames: it "
+                         "needs own_frames > 0 (e.g. own_frames=4), or own_align=False")
     if cfg.mark_own and not cfg.context_frames:
         raise ValueError("config field mark_own=True tells a world model which context frames it made itself: it "
                          "needs context_frames > 0 (or mark_own=False)")

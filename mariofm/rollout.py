@@ -20,7 +20,8 @@ button bits (..., 8) as in training, mariofm.conditioning.action_bits):
 
     world = World(model, context, actions[:cfg.context_frames], seed=0)   # step by step, for a play loop
     #   rollout(..., guidance=2) / World(..., guidance=2): the buttons' effect doubled (a model trained with
-    #   action_dropout > 0; default: its cfg.action_guidance; mariofm.conditioning.guided_velocity)
+    #   action_dropout > 0; default: its cfg.action_guidance; mariofm.conditioning.guided_velocity); shift=0.5:
+    #   the sampler's time grid (default: its cfg.sample_shift; mariofm.sample.time_grid)
     frame = world.step(RIGHT | B)     # the next frame with these buttons held over it
     world.reset(context, actions[:cfg.context_frames])   # back to a start; world.frames: the last K frames
 
@@ -139,10 +140,12 @@ class World:
     """A world to play in, one frame at a time: it keeps the last K frames and their buttons."""
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
-                 solver: str | None = None, seed: int = 0, guidance: float | None = None) -> None:
+                 solver: str | None = None, seed: int = 0, guidance: float | None = None,
+                 shift: float | None = None) -> None:
         self.model, self.k = model.eval(), check_world_model(model)
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
         self.guidance = model.cfg.action_guidance if guidance is None else guidance
+        self.shift = model.cfg.sample_shift if shift is None else shift
         self.device = next(model.parameters()).device
         self.seed = seed
         self.reset(context, context_actions)
@@ -173,7 +176,7 @@ class World:
         new = as_bits(buttons.reshape(1, -1) if buttons.dtype.kind == "f" else buttons).reshape(1, 1, -1)
         bits = torch.cat([self.bits, new], dim=1)
         x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance,
-                       self.own)
+                       self.own, self.shift)
         self.context, self.own = torch.cat([self.context[:, :, 1:], x], dim=2), made_by_model(self.own)
         self.bits = bits[:, 1:]
         return _to_uint8(x)[0]

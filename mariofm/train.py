@@ -50,7 +50,7 @@ from mariofm.config import Config, parse_overrides, preset
 from mariofm.device import Dist, autocast_dtype, pick_device, setup_distributed
 from mariofm.flow import conditioning, fm_loss, sample_t
 from mariofm.moving import SPREAD, loss_weight
-from mariofm.own_frames import own_context
+from mariofm.own_frames import aligned_target, own_context
 from mariofm.recordings import NoDataError
 from mariofm.runfolder import RUN_INFO, RunLock, check_new_run, remove_run_files, resume_data
 from mariofm.runlog import LOSS_CURVE, METRICS, EpochEvaluation, MetricsLog, plot_losses, read_metrics
@@ -77,6 +77,7 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
     if cfg.moving_weight and cfg.moving_from == "target":  # the real frame before it: before own_context replaces it
         weight = loss_weight(torch.cat([batch["context"][:, :, -1:], x0], 2), cfg.moving_weight)
     if cfg.own_frames:  # a world model reads its own last R context frames in part of the batch (rollout.py)
+        real_last = batch["context"][:, :, -1]  # before own_context replaces it
         own = round(cfg.own_share * len(x0))
         counts = torch.randint(1, cfg.own_frames + 1, (own,), generator=run.noise_gen) if cfg.own_draw else None
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -85,6 +86,9 @@ def train_step(net: torch.nn.Module, run: Run, batch: dict[str, torch.Tensor], d
                                                                   run.noise_gen, counts)
     if cfg.moving_weight and cfg.moving_from == "context":  # the last two frames the model reads
         weight = loss_weight(batch["context"], cfg.moving_weight, spread=SPREAD)
+    if cfg.own_align:  # the target seen from the own frames' camera (own_frames.aligned_target)
+        x0, align = aligned_target(x0, real_last, batch["context"][:, :, -1])
+        weight = align if weight is None else weight * align
     cond = conditioning(run.model, batch)  # e.g. actions, for a model that declares them; {} for VideoUNet
     if cfg.mark_own and cfg.own_frames:  # which context frames it made (without own_frames: all real, the default)
         cond["own"] = marks.to(dev)

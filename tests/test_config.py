@@ -308,12 +308,15 @@ def test_only_a_world_model_is_told_which_context_frames_are_its_own():
     assert Config(**WORLD, mark_own=True).mark_own
 
 
-def test_drawn_own_counts_need_own_frames():
-    with pytest.raises(ValueError, match=message("config field own_draw=True draws how many of the own_frames each "
-                                                 "sample makes: it needs own_frames > 0 (e.g. own_frames=8), or "
-                                                 "own_draw=False")):
-        Config(**WORLD, own_draw=True)
-    assert Config(**WORLD, own_frames=8, own_draw=True).own_draw
+@pytest.mark.parametrize("field, text", [
+    ("own_draw", "config field own_draw=True draws how many of the own_frames each sample makes: it needs "
+                 "own_frames > 0 (e.g. own_frames=8), or own_draw=False"),
+    ("own_align", "config field own_align=True moves the target to the camera of the model's own frames: it needs "
+                  "own_frames > 0 (e.g. own_frames=4), or own_align=False")])
+def test_drawn_own_counts_and_aligned_targets_need_own_frames(field, text):
+    with pytest.raises(ValueError, match=message(text)):
+        Config(**WORLD, **{field: True})
+    assert getattr(Config(**WORLD, own_frames=8, **{field: True}), field)
 
 
 @pytest.mark.parametrize("changes", [dict(moving_weight=-1.0), dict(moving_weight=float("inf")),

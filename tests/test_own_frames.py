@@ -13,7 +13,7 @@ import torch
 from mariofm.conditioning import widen_context
 from mariofm.config import preset
 from mariofm.data import collate
-from mariofm.own_frames import own_context
+from mariofm.own_frames import aligned_target, camera_offset, own_context
 from mariofm.rollout import rollout
 from mariofm.unet import VideoUNet, finer_patches
 from mariofm.world_data import NextFrames
@@ -69,6 +69,27 @@ def test_own_frames_are_made_on_the_grid_the_model_plays_with(mario_clips):
     start = to_uint8(context[0, :, :K])
     assert np.array_equal(to_uint8(window[0, :, -1:]), rollout(model, start, bits[0, :K + 1], seed=5))
     assert not np.array_equal(to_uint8(window[0, :, -1:]), rollout(model, start, bits[0, :K + 1], seed=5, shift=1.0))
+
+
+@pytest.mark.parametrize("lag", [-3, 2])
+def test_the_aligned_target_is_the_real_next_frame_seen_from_the_own_frames_camera(lag):
+    """A level wider than the screen, each frame a window of it: the real camera at 10, the own frame's at 10 + lag,
+    the game moves 1 pixel into the target. Aligned, the target is the window at 10 + lag + 1, except the |lag|
+    columns the real frame has no pixels for (weight 0) and the HUD (8 of 60 rows), which stays where it is. A
+    sample whose own frame is the real one keeps its target and weight 1."""
+    g = torch.Generator().manual_seed(0)
+    level = torch.randint(0, 256, (3, 60, 90), generator=g) / 127.5 - 1
+    hud = torch.full((3, 8, 64), 0.5)
+    view = lambda c: torch.cat([hud, level[:, 8:, c:c + 64]], dim=1)  # noqa: E731
+    real, own, target = torch.stack([view(10)] * 2), torch.stack([view(10 + lag), view(10)]), view(11)
+    assert camera_offset(real, own).tolist() == [lag, 0]
+    out, weight = aligned_target(torch.stack([target] * 2)[:, :, None], real, own)
+    known = slice(0, 64 - lag) if lag > 0 else slice(-lag, 64)
+    want = view(11 + lag)
+    assert torch.equal(out[0, :, 0, :, known], want[:, :, known]) and torch.equal(out[1, :, 0], target)
+    assert weight.shape == (2, 1, 1, 60, 64) and weight[0, 0, 0, 8:].sum() == 52 * (64 - abs(lag))
+    assert (weight[0, 0, 0, 8:, known] == 1).all() and (weight[0, 0, 0, :8] == 1).all() and (weight[1] == 1).all()
+    assert not torch.equal(want, target)  # the moved target is another picture
 
 
 def test_validation_data_keeps_real_context_frames(mario_clips):

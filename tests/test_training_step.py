@@ -131,13 +131,15 @@ def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
     assert (expected[0] - expected[1]).abs() > 1e-3  # two different clips: a swap of conditions would show
 
 
-@pytest.mark.parametrize("own", [dict(own_frames=1, own_share=0.5), dict(own_frames=2, own_share=1.0, own_draw=True)])
+@pytest.mark.parametrize("own", [dict(own_frames=1, own_share=0.5), dict(own_frames=2, own_share=1.0, own_draw=True),
+                                 dict(own_frames=2, own_share=0.5, own_align=True)])
 def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator(own):
     """With own_frames = R the step first lets the EMA copy make the last R context frames of the first own_share
     of the batch (mariofm.own_frames.own_context), in float32 and from the run's generator (checkpointed, and not
     torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator.
-    With own_draw each own sample's count of frames (1..R) is drawn first, from the same generator."""
-    from mariofm.own_frames import own_context
+    With own_draw each own sample's count of frames (1..R) is drawn first, from the same generator. With own_align
+    the target and the loss weight are those of mariofm.own_frames.aligned_target."""
+    from mariofm.own_frames import aligned_target, own_context
 
     cfg = preset("world-smoke", batch_size=4, context_noise=0.0, play_noise=0.0, **own)
     run = perturbed(Run.create(cfg, CPU, Budget(steps=10), 10))
@@ -158,8 +160,12 @@ def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_th
     expected_t = sample_t(4, cfg.time_sampling, generator=noise_gen)
     torch.manual_seed(123)  # the global RNG is not what the step draws from
     _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
-    _, expected, _ = fm_loss(functools.partial(before, context=context, actions=actions), batch["video"],
-                             t=expected_t, noise=noise)
+    x0, weight = batch["video"], None
+    if cfg.own_align:
+        x0, weight = aligned_target(x0, batch["context"][:, :, -1], context[:, :, -1])
+        assert (weight[:n] == 0).any() and (weight[n:] == 1).all()  # an own camera stood elsewhere; real ones did not
+    _, expected, _ = fm_loss(functools.partial(before, context=context, actions=actions), x0, t=expected_t,
+                             noise=noise, weight=weight)
     assert torch.equal(t, expected_t)
     torch.testing.assert_close(per_sample, expected.detach(), rtol=1e-6, atol=1e-8)
     assert not torch.equal(context[0, :, -1], batch["context"][0, :, -1])  # sample 0 read a frame of its own

@@ -344,7 +344,7 @@ def test_rollout_has_the_asked_length_and_the_same_seed_gives_the_same_frames(da
 
 def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
     """cfg.sample_shift is the rollout's default grid (mariofm.sample.time_grid): a model that carries 0.5 plays
-    what rollout(..., shift=0.5) plays, and not what the uniform grid does."""
+    what rollout(..., shift=0.5) and World(..., shift=0.5) play, and not what the uniform grid does."""
     model, shifted = tiny(), tiny(sample_shift=0.5)
     context, real = recording_start(data.clips.root, model.cfg, clip=0, split="all")
     actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 3))])
@@ -352,6 +352,7 @@ def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
     assert np.array_equal(frames, rollout(model, context, actions, seed=1, shift=0.5))
     assert not np.array_equal(frames, rollout(model, context, actions, seed=1))
     assert np.array_equal(np.stack([World(shifted, context, real[:K], seed=1).step(0x41)]), frames[:1])
+    assert np.array_equal(np.stack([World(model, context, real[:K], seed=1, shift=0.5).step(0x41)]), frames[:1])
     with pytest.raises(ValueError, match="sample_shift=0.5 .* context_frames > 0"):
         preset("smoke", sample_shift=0.5)  # a video model's sampler has no such setting
 
@@ -399,7 +400,12 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
     assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
                  "--out", str(out), "--frames", "5", "--policy", "random", "--shift", "0.5"]) == 0
     import imageio.v3 as iio
-    assert len(iio.imread(out, index=None)) == K + 5
+    shifted = iio.imread(out, index=None)
+    assert len(shifted) == K + 5
+    assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
+                 "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
+    uniform = iio.imread(out, index=None)  # the model's own grid (s = 1): the same real start, other frames
+    assert np.array_equal(shifted[:K], uniform[:K]) and not np.array_equal(shifted[K:], uniform[K:])
 
 
 def test_a_model_trained_with_action_dropout_learns_its_unknown_buttons_and_plays_guided(mario_clips, tmp_path):
