@@ -93,7 +93,7 @@ def aligned_target(target: torch.Tensor, real: torch.Tensor, own: torch.Tensor) 
         moved = shifted(target[i, :, :, hud:], int(d[i]))
         known = moved[:1] != FAR  # FAR: a column the real frame has no pixels for
         out[i, :, :, hud:] = torch.where(known, moved, target[i, :, :, hud:])
-        weight[i, :, :, hud:] = known.to(weight)
+        weight[i, :, :, hud:] = known  # 1 where it has pixels, 0 where it has none
     return out, weight
 
 
