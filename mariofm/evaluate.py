@@ -120,7 +120,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--world", action="store_true",
                    help="evaluate a world model (mariofm.world_eval): horizons, buttons against the real game, "
                         "stability; --num is then the held-out starts")
-    p.add_argument("--pairs", type=int, default=32, help="--world: moments of real play for the button test")
+    p.add_argument("--pairs", type=int, default=32, help="--world: moments of real play for the button test (a "
+                   "speed ratio over 32 is only a rough reading: its printed 95%% interval is wide; the card uses 128)")
     p.add_argument("--long", type=int, default=8, help="--world: 300-frame rollouts for the stability test")
     p.add_argument("--branches", default=None, metavar="NPZ",
                    help="--world: keep the real game's button branches in this file and reuse them")

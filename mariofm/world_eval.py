@@ -12,7 +12,8 @@ Three measurements, each beside a reference that needs no model:
    play (mariofm.world_truth: same K context frames for both); the model rolls out from the same contexts with the
    same buttons. Scroll = the camera's move summed over the horizon, by the library's estimate
    (metrics.scroll_stats) on model and game frames alike. Reported: how often right + B scrolls further than no
-   buttons (model, and the real game itself), each set's mean scroll speed, model over game, and its mean speed
+   buttons (model, and the real game itself), each set's mean scroll speed, model over game (with a 95% interval
+   over the moments: `ratio_interval`), and its mean speed
    frame by frame (the game's Mario keeps his momentum for a few frames, then walls, pits and deaths stop some),
    and split by moment: the speeds where the game runs and where it stops, and how well the model's speed follows
    the game's moment by moment (`speed_split`: a right mean speed can hide a model that never stops), and where
@@ -110,6 +111,23 @@ def stopped_below(width: int) -> float:
     return STOPPED * width / 64
 
 
+def ratio_interval(model: np.ndarray, game: np.ndarray, level: float = 0.95, draws: int = 4000,
+                   seed: int = 0) -> list[float] | None:
+    """How sure is a speed ratio sum(model) / sum(game) over N moments? A percentile bootstrap: draw N of the
+    moments with replacement (each drawn moment brings its model and its game scroll), `draws` times, and keep the
+    central `level` of the ratios. Over 32 moments it is wide, as a few walls more or less move the game's sum; it
+    narrows as 1/sqrt(N). Draws in which the game never scrolls have no ratio and are left out; None if all are."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(model), (draws, len(model)))
+    game_sums = game[picks].sum(1)
+    scrolls = game_sums > 0
+    ratios = model[picks].sum(1)[scrolls] / game_sums[scrolls]
+    if not len(ratios):
+        return None
+    tail = (1 - level) / 2 * 100
+    return np.percentile(ratios, [tail, 100 - tail]).tolist()
+
+
 def speed_split(model: np.ndarray, game: np.ndarray, horizon: int, width: int = 64) -> dict:
     """Does the model stop where the game does? Scrolls (N,) over `horizon` frames of the same N moments, model and
     game, in frames `width` pixels wide: mean speeds (px/frame) where the game runs (>= stopped_below(width)) and
@@ -169,6 +187,7 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
         model_px, game_px = (float(v.mean()) / horizon for v in scroll[name])
         out[name] = dict(model_px_per_frame=model_px, game_px_per_frame=game_px,
                          speed_ratio=model_px / game_px if game_px else None,
+                         speed_ratio_ci95=ratio_interval(*scroll[name], seed=seed),
                          model_scroll=scroll[name][0].tolist(), game_scroll=scroll[name][1].tolist(),
                          model_px_by_frame=by_frame[0].mean(0).tolist(), game_px_by_frame=by_frame[1].mean(0).tolist(),
                          **speed_split(*scroll[name], horizon, cfg.video_width),
@@ -241,7 +260,7 @@ def print_world_table(report: dict) -> None:
     for name in ("right+b", "none"):
         r = b[name]
         print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
-              f" (ratio {_number(r['speed_ratio'])})")
+              f" (ratio {_number(r['speed_ratio'])}, 95% interval over the moments {_interval(r)})")
         model_px, game_px = r["model_px_by_frame"], r["game_px_by_frame"]
         if len(model_px) > EARLY:  # a short horizon has no later frames to set beside the first
             print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game "
@@ -268,6 +287,11 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _interval(row: dict) -> str:
+    ci = row.get("speed_ratio_ci95")  # reports written before it have none
+    return "n/a" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
+
+
 def _pair(row: dict, where: str) -> str:
     return f"model {_number(row[f'model_px_where_game_{where}'])}, game {_number(row[f'game_px_where_game_{where}'])}"
 
@@ -280,5 +304,5 @@ def write_report(report: dict, out: str | Path) -> None:
 
 
 __all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "stopped_below",
-           "stop_causes", "speed_by_cause"]
+           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "ratio_interval",
+           "stopped_below", "stop_causes", "speed_by_cause"]

@@ -132,13 +132,17 @@ def test_a_world_model_steps_on_its_own_conditions_in_each_micro_batch():
 
 
 @pytest.mark.parametrize("own", [dict(own_frames=1, own_share=0.5), dict(own_frames=2, own_share=1.0, own_draw=True),
-                                 dict(own_frames=2, own_share=0.5, own_align=True)])
+                                 dict(own_frames=2, own_share=0.5, own_align=True),
+                                 dict(own_frames=2, own_share=0.5, own_align=True, context_frames=3,
+                                      moving_weight=8.0, moving_from="target")])
 def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_the_runs_generator(own):
     """With own_frames = R the step first lets the EMA copy make the last R context frames of the first own_share
     of the batch (mariofm.own_frames.own_context), in float32 and from the run's generator (checkpointed, and not
     torch's global RNG, which the model's context noise draws from); then ε and t come from the same generator.
     With own_draw each own sample's count of frames (1..R) is drawn first, from the same generator. With own_align
-    the target and the loss weight are those of mariofm.own_frames.aligned_target."""
+    the target and the loss weight are those of mariofm.own_frames.aligned_target, the weight times the moving
+    pixels' weight when both are on (three context frames: the last is not the second)."""
+    from mariofm.moving import loss_weight
     from mariofm.own_frames import aligned_target, own_context
 
     cfg = preset("world-smoke", batch_size=4, context_noise=0.0, play_noise=0.0, **own)
@@ -161,9 +165,13 @@ def test_a_world_model_learns_from_its_own_frames_made_in_full_precision_from_th
     torch.manual_seed(123)  # the global RNG is not what the step draws from
     _, per_sample, t = train_step(run.model, run, batch, Dist(), CPU)
     x0, weight = batch["video"], None
+    if cfg.moving_weight:  # moving_from target: the real frame before it, read before own_context replaces it
+        weight = loss_weight(torch.cat([batch["context"][:, :, -1:], x0], 2), cfg.moving_weight)
+        assert weight.min() == 1 < weight.max()
     if cfg.own_align:
-        x0, weight = aligned_target(x0, batch["context"][:, :, -1], context[:, :, -1])
-        assert (weight[:n] == 0).any() and (weight[n:] == 1).all()  # an own camera stood elsewhere; real ones did not
+        x0, align = aligned_target(x0, batch["context"][:, :, -1], context[:, :, -1])
+        assert (align[:n] == 0).any() and (align[n:] == 1).all()  # an own camera stood elsewhere; real ones did not
+        weight = align if weight is None else weight * align
     _, expected, _ = fm_loss(functools.partial(before, context=context, actions=actions), x0, t=expected_t,
                              noise=noise, weight=weight)
     assert torch.equal(t, expected_t)

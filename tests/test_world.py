@@ -512,6 +512,23 @@ def test_speed_split_finds_a_model_that_runs_on_where_the_game_stops():
     assert speed_split(game[:2], np.array([15.9, 16.0]), 16, width=128)["game_runs"] == 1
 
 
+def test_the_speed_ratios_interval_holds_a_constant_ratio_exactly_and_narrows_as_the_moments_grow():
+    from mariofm.world_eval import ratio_interval
+
+    game = np.array([0.0, 4.0, 30.0, 12.0, 45.0, 2.0, 20.0, 9.0])
+    assert ratio_interval(2 * game, game) == pytest.approx([2.0, 2.0])  # every draw of moments gives 2
+    assert ratio_interval(game + 3, np.zeros(8)) is None  # the game never scrolls: no ratio
+    rng = np.random.default_rng(0)
+    game = rng.integers(0, 50, 32).astype(float)  # 32 moments, as the report's
+    model = 0.5 * game + rng.integers(8, 30, 32)  # runs on where the game stops
+    low, high = ratio_interval(model, game)
+    assert low < model.sum() / game.sum() < high and ratio_interval(model, game) == [low, high]  # same seed
+    low4, high4 = ratio_interval(np.tile(model, 4), np.tile(game, 4))  # the same moments, four times as many
+    assert (high4 - low4) / (high - low) == pytest.approx(0.5, abs=0.1)  # 1 / sqrt(4)
+    low50, high50 = ratio_interval(model, game, level=0.5)
+    assert low < low50 < high50 < high
+
+
 def test_stop_causes_tell_a_wall_from_a_death_and_from_mario_walking_left_of_the_middle():
     from mariofm.world_eval import STAY, speed_by_cause, stop_causes
 
@@ -566,6 +583,12 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     causes = report["buttons"]["right+b"]["where_game_stops_by_cause"]
     assert sum(v["moments"] for v in causes.values()) == 1 - report["buttons"]["right+b"]["game_runs"]
     assert "where it stops, by why: Mario stays (" in printed
+    for name in ("right+b", "none"):  # one moment: every bootstrap draw is that moment
+        row = report["buttons"][name]
+        ci = row["speed_ratio_ci95"]
+        assert ci is None if row["speed_ratio"] is None else ci == pytest.approx([row["speed_ratio"]] * 2)
+        assert f"ratio {row['speed_ratio']:.2f}, 95% interval over the moments {ci[0]:.2f}-{ci[1]:.2f})" in printed \
+            if ci else "95% interval over the moments n/a" in printed
     stability = report["stability"]
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
@@ -575,8 +598,10 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     buttons["horizon_frames"] = 8
     for name, key in ((n, k) for n in ("right+b", "none") for k in ("model_px_by_frame", "game_px_by_frame")):
         buttons[name][key] = buttons[name][key][:8]
+    del buttons["none"]["speed_ratio_ci95"]  # and from before the interval was kept
     print_world_table(report)
     printed = capsys.readouterr().out
+    assert "95% interval over the moments n/a" in printed
     assert "8 frames held" in printed and "frames 1-8" not in printed and "frames 9-" not in printed
     assert "moment by moment r =" in printed and "nan" not in printed
 
@@ -598,3 +623,4 @@ def test_the_shipped_world_model_matches_its_card_and_plays():
     context = np.zeros((cfg.context_frames, cfg.video_height, cfg.video_width, 3), np.uint8)
     frames = rollout(model, context, policy_actions("right+b", cfg.context_frames + 2), seed=0)
     assert frames.shape == (2, cfg.video_height, cfg.video_width, 3)
+
