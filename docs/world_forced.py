@@ -1,4 +1,5 @@
-"""Figure: the camera's speed frame by frame, from the game's own frames and from the model's, with right + B held.
+"""Figure: the camera's speed frame by frame, from the game's own frames and from the model's, with right + B held
+(or, with --buttons none, no buttons).
 
     python docs/world_forced.py --seed 1 --branches branches_seed1.npz --out docs/media/world-forced.png
 
@@ -29,18 +30,18 @@ from mariofm.rollout import rollout
 from mariofm.world_eval import frame_scroll, stop_causes
 
 
-def speeds(model, found, frames: int, guidance: float | None) -> dict[str, np.ndarray]:
-    """(N, frames) px/frame of the game, teacher-forced and free, with right + B held."""
-    k = model.cfg.context_frames
-    real = np.concatenate([found.context, found.frames[:, 0]], axis=1)  # the game's frames, right + B held
-    held = action_bits(np.full((len(real), HORIZON), buttons_byte("right+b"), np.uint8))
+def speeds(model, found, frames: int, guidance: float | None, buttons: str = "right+b") -> dict[str, np.ndarray]:
+    """(N, frames) px/frame of the game, teacher-forced and free, with `buttons` held."""
+    k, s = model.cfg.context_frames, found.buttons.index(buttons)
+    real = np.concatenate([found.context, found.frames[:, s]], axis=1)  # the game's frames, those buttons held
+    held = action_bits(np.full((len(real), HORIZON), buttons_byte(buttons), np.uint8))
     actions = torch.cat([found.context_actions, held], dim=1)
     forced = np.stack([frame_scroll(real[:, j + k - 1], rollout(model, real[:, j:j + k], actions[:, j:j + k + 1],
                                                                 seed=j, guidance=guidance))[:, 0]
                        for j in range(frames)], axis=1)
     free = frame_scroll(found.context[:, -1], rollout(model, found.context, actions[:, :k + frames], seed=0,
                                                       guidance=guidance))
-    return {"game": frame_scroll(found.context[:, -1], found.frames[:, 0])[:, :frames], "teacher-forced": forced,
+    return {"game": frame_scroll(found.context[:, -1], found.frames[:, s])[:, :frames], "teacher-forced": forced,
             "free": free}
 
 
@@ -51,15 +52,19 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=32)
     p.add_argument("--frames", type=int, default=16, help="frames of each moment, at most 32")
     p.add_argument("--guidance", type=float, default=None, help="default: the model's action_guidance")
+    p.add_argument("--buttons", choices=("right+b", "none"), default="right+b", help="the buttons held")
     p.add_argument("--branches", default=None, help="an .npz of game branches to reuse or write (evaluate's)")
     p.add_argument("--out", default="docs/media/world-forced.png")
     args = p.parse_args()
     model, cfg = load_model(args.checkpoint, device="cpu")
-    found, stopped = stop_moments(model, args.pairs, args.seed, args.branches)
-    px = {name: v * 64 / cfg.video_width for name, v in speeds(model, found, args.frames, args.guidance).items()}
+    found, stopped = stop_moments(model, args.pairs, args.seed, args.branches, args.buttons)
+    px = {name: v * 64 / cfg.video_width
+          for name, v in speeds(model, found, args.frames, args.guidance, args.buttons).items()}
     stops = np.isin(np.arange(len(found.context)), stopped)  # where the game's camera stops over all 32 frames
+    s = found.buttons.index(args.buttons)
+    stays = stops & (stop_causes(found.mario[:, s], found.dies[:, s]) == "stays")
     groups = {"the game's camera runs": ~stops,
-              "a wall holds Mario": stops & (stop_causes(found.mario[:, 0], found.dies[:, 0]) == "stays")}
+              "a wall holds Mario" if args.buttons == "right+b" else "Mario stays": stays}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
     for ax, (title, keep) in zip(axes, groups.items()):
         print(f"{title} ({keep.sum()} moments), px/frame at 64 wide, frames 1-{args.frames}:")

@@ -33,11 +33,12 @@ from mariofm.world_truth import cached_branches
 HORIZON, SHOWN = 32, (4, 12, 32)  # frames held, and the ones shown (1-based)
 
 
-def stop_moments(model, pairs: int, seed: int, branches: str | None):
+def stop_moments(model, pairs: int, seed: int, branches: str | None, buttons: str = "right+b"):
     cfg = model.cfg
     found = cached_branches(branches, pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
                             cfg.frame_stride, HORIZON, ("right+b", "none"), seed)
-    game = frame_scroll(found.context[:, -1], found.frames[:, 0]).sum(1) / HORIZON
+    s = found.buttons.index(buttons)
+    game = frame_scroll(found.context[:, -1], found.frames[:, s]).sum(1) / HORIZON
     return found, np.flatnonzero(game < stopped_below(cfg.video_width))
 
 
