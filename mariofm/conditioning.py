@@ -25,8 +25,8 @@ Each choice and where it comes from:
   time the context frames are the model's own outputs, a little off; having seen noisy contexts, the model learns
   to correct drift instead of compounding it. σ is drawn with torch's global RNG (the trainer checkpoints it, so a
   resumed run draws the same σ) and only in training mode. In eval mode the model adds no noise itself and reads
-  σ = play_noise: `noise_context` adds that noise, once per generated frame, with the rollout's own generator
-  (mariofm.rollout), so that every solver step of one frame sees the same context.
+  σ = play_noise: the rollout (mariofm.rollout.next_frame) adds that noise, once per generated frame, from its own
+  generators, so that every solver step of one frame sees the same context.
 - Guidance on the buttons (classifier-free guidance, Ho & Salimans 2022, "Classifier-Free Diffusion Guidance"),
   cfg.action_dropout = p and cfg.action_guidance = w. Per step the buttons change the next frame only a little:
   Mario has momentum and the context frames already show the motion, so a model can lower its loss most by
@@ -51,7 +51,9 @@ Each choice and where it comes from:
   buttons' effect (with none held its mean speed came within 30% of the game's, 0.77×), the next (drawn own-frame
   counts, below) played with w = 1.5 (none 0.57× on the report's seed: it slowed sooner than the game's Mario, who
   coasts), and the shipped one, whose own frames were made on a shifted sampling grid (cfg.sample_shift), plays
-  with w = 1: one net call per step (none 0.95×). No model so far stops where the game's Mario is stopped
+  with w = 1.5 (with none held 0.78× the game's speed over 128 moments of the report's seed; at w = 1 it crept on
+  where the game stands, 1.48×; right + B the same at both: two settings over the same moments meet the same
+  rollout noise, mariofm.world_report). No model so far stops where the game's Mario is stopped
   (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
@@ -144,14 +146,6 @@ def buttons_byte(names: str) -> int:
     return sum(1 << BUTTONS.index(p) for p in parts)
 
 
-def noise_context(context: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """context + σ·ε with ε ~ N(0, I) drawn from `generator` on the CPU (the same numbers on every device)."""
-    if sigma <= 0:
-        return context
-    eps = torch.randn(context.shape, generator=generator, dtype=torch.float32)
-    return context + sigma * eps.to(device=context.device, dtype=context.dtype)
-
-
 def guided_velocity(model: nn.Module, context: torch.Tensor, actions: torch.Tensor, guidance: float,
                     own: torch.Tensor | None = None):
     """The velocity v(x, t) a sampler integrates for one frame: the model with these buttons when guidance = 1,
@@ -227,7 +221,7 @@ class WorldConditioning(nn.Module):
         if self.training and self.context_noise > 0:  # the global RNG: checkpointed by the trainer
             sigma = torch.rand(b, device=x.device) * self.context_noise
             context = context + sigma.view(b, 1, 1, 1, 1).to(context.dtype) * torch.randn_like(context)
-        else:  # the caller added play_noise (noise_context); tell the model how much
+        else:  # the caller added play_noise (rollout.next_frame); tell the model how much
             sigma = torch.full((b,), self.play_noise, device=x.device)
         level = (sigma / max(self.context_noise, 1e-8))[:, None].to(x.dtype)
         buttons = self.action_embed(actions.flatten(1).to(x.dtype))
@@ -289,4 +283,4 @@ def widen_context(weights: dict[str, torch.Tensor], old_k: int, new_k: int, chan
 
 
 __all__ = ["BUTTONS", "NUM_BUTTONS", "WorldConditioning", "action_bits", "buttons_byte", "guided_velocity",
-           "noise_context", "widen_context"]
+           "widen_context"]

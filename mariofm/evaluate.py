@@ -129,6 +129,9 @@ def add_cli(subparsers) -> None:
                    help="--world: button guidance w (default: the model's action_guidance; mariofm.conditioning)")
     p.add_argument("--shift", type=float, default=None,
                    help="--world: the sampler's time grid shift (default: the model's sample_shift; sample.time_grid)")
+    p.add_argument("--against", default=None, metavar="JSON",
+                   help="--world: a report of the same --seed and --pairs to set the speed ratios beside, moment by "
+                        "moment (mariofm.world_report.against)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
@@ -138,15 +141,23 @@ def _cli(args) -> int:
     if args.out:
         writable_file(args.out)  # a folder or a read-only place fails now, not after the sampling
     if args.world:
-        from mariofm.world_eval import evaluate_world, print_world_table, write_report
+        from mariofm.world_eval import evaluate_world
+        from mariofm.world_report import against, print_against, print_world_table, read_world_report, write_report
 
+        # a bad base report fails now, not after the rollouts
+        base = read_world_report(args.against, args.seed, args.pairs) if args.against else None
         report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
                                 seed=args.seed, steps=args.steps, solver=args.solver, guidance=args.guidance,
                                 shift=args.shift, device=args.device, cache=args.branches)
         print_world_table(report)
-        if args.out:
-            write_report(report, args.out)
-            print(f"wrote {args.out}")
+        try:
+            if base is not None:
+                report["against"] = dict(base=args.against, **against(report, base))
+                print_against(report["against"], args.against)
+        finally:  # the report is kept even when the base turns out to hold other moments
+            if args.out:
+                write_report(report, args.out)
+                print(f"wrote {args.out}")
         return 0
     report = evaluate(args.checkpoint, args.data, num=args.num, steps=args.steps, solver=args.solver,
                       seed=args.seed, bpd_clips=args.bpd_clips, bpd_steps=args.bpd_steps, probes=args.probes,

@@ -4,8 +4,10 @@ A world model (VideoUNet with context_frames = K > 0, mariofm.conditioning) make
 before it and the buttons. A rollout repeats that: each new frame joins the context and the oldest frame leaves it,
 so any length works. Per frame: the context gets the small play_noise (the level the model was told about in
 training), fresh noise x1 is drawn, and `steps` Euler/Heun steps (mariofm.sample) carry it to the frame, which is
-rounded to 8 bits as real frames are. Everything random comes from one CPU generator seeded by `seed`: the same
-seed gives the same frames.
+rounded to 8 bits as real frames are. Everything random comes from CPU generators, one per start (start j of a
+batch: seeded `seed + j`): the same seed gives the same frames, and a start plays alone with seed + j as it plays
+in a batch (up to the float rounding of batched convolutions). Neighbouring seeds share streams one start apart
+(start j + 1 of seed s is start j of seed s + 1): batches meant to be independent take seeds far apart.
 
 The API (frames are uint8 RGB (H, W, 3); buttons are controller bytes, mariofm.nes: RIGHT | B = 0x41, or float
 button bits (..., 8) as in training, mariofm.conditioning.action_bits):
@@ -37,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mariofm.conditioning import BUTTONS, action_bits, buttons_byte, guided_velocity, noise_context
-from mariofm.sample import sample
+from mariofm.conditioning import BUTTONS, action_bits, buttons_byte, guided_velocity
+from mariofm.sample import randn_rows, sample
 
 # "random" picks among these, each held for 4-30 generated frames (at 15 fps: 0.3-2 s)
 RANDOM_BUTTONS = ("right+b", "right+b", "right", "none", "left", "right+b+a", "right+a", "a", "left+b")
@@ -74,17 +76,19 @@ def check_world_model(model: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, steps: int, solver: str,
-               generator: torch.Generator, guidance: float | None = None, own: torch.Tensor | None = None,
-               shift: float | None = None) -> torch.Tensor:
+               generator: torch.Generator | list[torch.Generator], guidance: float | None = None,
+               own: torch.Tensor | None = None, shift: float | None = None) -> torch.Tensor:
     """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
     `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity. `own` (B, K):
     1 for each context frame the model made (`made_by_model`; None: all real), for a model with cfg.mark_own.
-    `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid)."""
+    `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid). `generator`: one, or one per
+    row (mariofm.sample.randn_rows)."""
     b, c, _, h, w = context.shape
     guidance = model.cfg.action_guidance if guidance is None else guidance
     shift = model.cfg.sample_shift if shift is None else shift
-    noisy = noise_context(context, model.world.play_noise, generator)  # once per frame: every step sees it
-    x1 = torch.randn((b, c, 1, h, w), generator=generator).to(context.device)
+    sigma = model.world.play_noise  # added once per frame: every step sees the same context
+    noisy = context + sigma * randn_rows(tuple(context.shape), generator).to(context) if sigma > 0 else context
+    x1 = randn_rows((b, c, 1, h, w), generator).to(context.device)
     x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance, own), x1, steps, solver, shift=shift)
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
@@ -101,7 +105,8 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
             shift: float | None = None, callback=None) -> np.ndarray:
     """Generate len(actions) − K frames after `context`; see the module docstring for the shapes. `guidance`:
     the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning); `shift`: the
-    sampler's time grid (default: cfg.sample_shift).
+    sampler's time grid (default: cfg.sample_shift). `seed`: start j's noise comes from its own generator, seeded
+    seed + j.
 
     `callback(i, frames)` (optional) sees each new batch of frames, uint8 (B, H, W, 3), as it is made."""
     k = check_world_model(model)
@@ -118,14 +123,14 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
                          f"{tuple(np.shape(actions))} for context {context.shape}")
     steps, solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(seed + j) for j in range(len(context))]  # one per start
     was_training = model.training
     model.eval()
     ctx, out = _frames_tensor(context, device), []
     own = torch.zeros(context.shape[0], k)  # the context starts real
     try:
         for i in range(bits.shape[1] - k):
-            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generator, guidance, own, shift)
+            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generators, guidance, own, shift)
             ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own)
             out.append(_to_uint8(x))
             if callback is not None:

@@ -121,6 +121,17 @@ def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+def randn_rows(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,
+               ) -> torch.Tensor:
+    """ε ~ N(0, I) of `shape`, float32 on the CPU (the same numbers on every device), from one generator, or row by
+    row from a list of generators, one per row: then a row's numbers do not depend on the rows beside it."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows: give one generator per row")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
+    return torch.randn(shape, generator=generator)
+
+
 def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solver: str = "heun", *,
                   device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = False,
                   cond: dict[str, torch.Tensor] | None = None) -> np.ndarray:
@@ -140,4 +151,4 @@ def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solve
     return np.concatenate(out)
 
 
-__all__ = ["SOLVERS", "nfe", "time_grid", "solve_ode", "sample", "noise_for", "sample_videos"]
+__all__ = ["SOLVERS", "nfe", "time_grid", "solve_ode", "sample", "noise_for", "randn_rows", "sample_videos"]

@@ -23,6 +23,9 @@ Three measurements, each beside a reference that needs no model:
    and frame statistics (brightness, contrast, motion between frames, colours per frame, and the chequered grain
    that sits on the model's patch grid: metrics.grid_grain) of frames 250-300 against frames 1-50, and the same
    statistics of real frames.
+
+Every rollout here draws its noise per start (mariofm.rollout), so a moment plays the same whatever is played
+beside it. The printed table, and two reports of the same moments set side by side: mariofm.world_report.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ STOPPED = 0.5
 STAY = 16  # level pixels (one block): a living Mario no further than this over the horizon's second half stays
 CAUSES = {"stays": "Mario stays", "dies": "Mario dies", "walks": "Mario walks left of the middle"}  # why it stops
 PSNR_CAP = 60.0
+SETS = ("right+b", "none")  # the buttons held from each moment, in the model and in the real game
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,13 +175,12 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
     from mariofm.world_truth import cached_branches
 
     cfg = model.cfg
-    sets = ("right+b", "none")
     branches = cached_branches(cache, pairs, cfg.context_frames, (cfg.video_height, cfg.video_width),
-                               cfg.frame_stride, horizon, sets, seed)
+                               cfg.frame_stride, horizon, SETS, seed)
     last = branches.context[:, -1]
     out: dict = {"pairs": pairs, "horizon_frames": horizon, "levels": branches.levels}
     scroll = {}
-    for s, name in enumerate(sets):
+    for s, name in enumerate(SETS):
         causes = stop_causes(branches.mario[:, s], branches.dies[:, s])
         held = action_bits(np.full((pairs, horizon), buttons_byte(name), np.uint8))
         made = rollout(model, branches.context, torch.cat([branches.context_actions, held], dim=1), seed=seed,
@@ -245,64 +248,6 @@ def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: in
     return report
 
 
-def print_world_table(report: dict) -> None:
-    h, b, s = report["horizons"], report["buttons"], report["stability"]
-    print(f"world model {report['checkpoint']}: {report['solver']} {report['steps']} steps per frame (grid shift "
-          f"{report.get('shift', 1.0):g}), button guidance {report.get('guidance', 1.0):g}")
-    print(f"horizons ({h['starts']} held-out starts, real buttons)   PSNR median/mean   baseline      "
-          "in-palette (baseline)")
-    for key in (k for k in h if k.startswith("h") and k[1:].isdigit()):
-        r = h[key]
-        print(f"  {key[1:]:>3} frames ahead   {r['psnr_median']:5.1f} / {r['psnr_mean']:5.1f} dB   "
-              f"{r['baseline_psnr_median']:5.1f} / {r['baseline_psnr_mean']:5.1f} dB   "
-              f"{r['in_palette']:.3f} ({r['baseline_in_palette']:.3f})")
-    print(f"buttons ({b['pairs']} moments of real play, {b['horizon_frames']} frames held)")
-    for name in ("right+b", "none"):
-        r = b[name]
-        print(f"  {name:8s} scroll px/frame: model {r['model_px_per_frame']:.2f}, game {r['game_px_per_frame']:.2f}"
-              f" (ratio {_number(r['speed_ratio'])}, 95% interval over the moments {_interval(r)})")
-        model_px, game_px = r["model_px_by_frame"], r["game_px_by_frame"]
-        if len(model_px) > EARLY:  # a short horizon has no later frames to set beside the first
-            print(f"  {'':8s} frames 1-{EARLY}: model {np.mean(model_px[:EARLY]):.2f}, game "
-                  f"{np.mean(game_px[:EARLY]):.2f}; frames {EARLY + 1}-{b['horizon_frames']}: model "
-                  f"{np.mean(model_px[EARLY:]):.2f}, game {np.mean(game_px[EARLY:]):.2f}")
-        print(f"  {'':8s} where the game runs ({r['game_runs']} of {b['pairs']}): {_pair(r, 'runs')}; where it stops: "
-              f"{_pair(r, 'stops')}; moment by moment r = {_number(r['scroll_correlation'])}")
-        causes = r["where_game_stops_by_cause"]
-        print(f"  {'':8s} where it stops, by why: " + "; ".join(
-            f"{CAUSES[c]} ({v['moments']}): model {_number(v['model_px'])}, game {_number(v['game_px'])}"
-            for c, v in causes.items()))
-    print(f"  right+b scrolls further than none: model {b['model_right_b_scrolls_more']:.0%}, game "
-          f"{b['game_right_b_scrolls_more']:.0%}")
-    print(f"stability ({s['rollouts']} rollouts x {s['frames']} frames, random buttons)")
-    for key in ("first_50", "last_50", "real_50"):
-        r = s[key]
-        print(f"  {key:8s} in-palette {r['in_palette']:.3f}  brightness {r['brightness']:.1f}  contrast "
-              f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}  grid grain "
-              f"{r['grid_grain']:.1f}")
-    print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _interval(row: dict) -> str:
-    ci = row.get("speed_ratio_ci95")  # reports written before it have none
-    return "n/a" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
-
-
-def _pair(row: dict, where: str) -> str:
-    return f"model {_number(row[f'model_px_where_game_{where}'])}, game {_number(row[f'game_px_where_game_{where}'])}"
-
-
-def write_report(report: dict, out: str | Path) -> None:
-    import json
-
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(report, indent=2))
-
-
-__all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "print_world_table",
-           "held_out_starts", "frame_scroll", "total_scroll", "frame_stats", "speed_split", "ratio_interval",
-           "stopped_below", "stop_causes", "speed_by_cause"]
+__all__ = ["evaluate_world", "horizon_scores", "button_scores", "stability_scores", "psnr", "held_out_starts", "SETS",
+           "frame_scroll", "total_scroll", "frame_stats", "speed_split", "ratio_interval", "stopped_below",
+           "stop_causes", "speed_by_cause"]

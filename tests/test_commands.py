@@ -16,6 +16,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from mariofm.checkpoint import CHECKPOINT, MODEL, load_checkpoint, load_model
@@ -114,6 +115,52 @@ def test_export_ships_the_ema_weights_with_a_true_card(smoke_run, evaluated, tmp
                      "--steps", "2"]) == 0
     for f in ("generated_video_0.gif", "generated_video_1.gif", "generated_videos_grid.gif"):
         assert (tmp_path / "run" / f).read_bytes() == (tmp_path / "export" / f).read_bytes(), f
+
+
+def test_export_file_changes_play_settings_in_place_with_an_evaluation_measured_with_them(smoke_run, evaluated,
+                                                                                         tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "m.safetensors"
+    assert main(["export", "--run", str(smoke_run), "--out", str(out), "--note", "purpose=a test"]) == 0
+    trained, weights = json.loads(out.with_suffix(".json").read_text()), load_file(out)
+    steps = trained["config"]["sample_steps"]
+    report = {**json.loads(evaluated.read_text()), "steps": steps + 1}  # as if evaluated with one step more
+    (tmp_path / "wrong.json").write_text(json.dumps({**report, "steps": steps + 2}))
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("m.*")}
+    fails_with(["export", "--file", str(out), "--set", f"sample_steps={steps + 1}", "--metrics",
+                str(tmp_path / "wrong.json")], f"was measured with steps={steps + 2}, the file would play with "
+               f"sample_steps={steps + 1}: evaluate with the new settings first", capsys)
+    fails_with(["export", "--file", str(out), "--set", "lr=1", "--metrics", str(tmp_path / "eval.json")],
+               "--set ['lr']: give the play-time fields", capsys)
+    fails_with(["export", "--file", str(out), "--set", "sample_steps=3"], "give --set and --metrics", capsys)
+    fails_with(["export", "--file", str(out), "--metrics", str(tmp_path / "eval.json")], "--set nothing", capsys)
+    fails_with(["export", "--file", str(out), "--set", "play_noise=0", "--metrics", str(tmp_path / "eval.json")],
+               "does not record ['play_noise']: it cannot show what the new setting does", capsys)
+    fails_with(["export", "--file", str(tmp_path / "other.safetensors"), "--set", "sample_steps=3", "--metrics",
+                str(tmp_path / "eval.json")], "export needs the .safetensors file and its card other.json", capsys)
+    fails_with(["export", "--run", str(smoke_run)], "--run needs --out (required)", capsys)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("m.*")} == before  # nothing changed, nothing left over
+    assert main(["export", "--file", str(out), "--set", f"sample_steps={steps + 1}", "--metrics",
+                 str(tmp_path / "eval.json")]) == 0
+    assert f"changed sample_steps={steps + 1} in {out}" in capsys.readouterr().out
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() != trained["sha256"]
+    assert card["config"] == {**trained["config"], "sample_steps": steps + 1} and card["evaluate"] == report
+    assert card["training"]["config_play_fields"] == {"sample_steps": steps} and card["purpose"] == "a test"
+    new = load_file(out)
+    assert new.keys() == weights.keys() and all(torch.equal(new[k], weights[k]) for k in weights)  # bit for bit
+    assert load_model(out)[1].sample_steps == steps + 1
+    with safe_open(out, "pt") as f:
+        assert json.loads(f.metadata()["config"]) == card["config"] and f.metadata()["step"] == "2"
+    # changed again: the card still names the value the run trained with; a comparison is not the evaluation
+    (tmp_path / "eval.json").write_text(json.dumps({**report, "steps": steps + 2, "against": {"base": "x.json"}}))
+    assert main(["export", "--file", str(out), "--set", f"sample_steps={steps + 2}", "--metrics",
+                 str(tmp_path / "eval.json")]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["config_play_fields"] == {"sample_steps": steps} and "against" not in card["evaluate"]
+    assert card["config"]["sample_steps"] == load_model(out)[1].sample_steps == steps + 2
 
 
 def test_export_refuses_notes_without_a_value(smoke_run, tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mariofm.config import preset
-from mariofm.sample import nfe, noise_for, sample, sample_videos, solve_ode
+from mariofm.sample import nfe, noise_for, randn_rows, sample, sample_videos, solve_ode
 from mariofm.video import to_uint8
 
 
@@ -75,6 +75,23 @@ def test_noise_for_is_a_seeded_draw_of_the_config_clip_shape():
     noise = noise_for(cfg, 3, seed=4)
     assert noise.shape == (3, 3, cfg.sequence_length, cfg.video_height, cfg.video_width)
     assert torch.equal(noise, torch.randn(noise.shape, generator=torch.Generator().manual_seed(4)))
+
+
+def test_randn_rows_draws_each_row_from_its_own_generator():
+    """One generator: one draw of the whole shape. A list: row j is generator j's draw alone, so it does not change
+    with the rows beside it (a rollout's starts, mariofm.rollout)."""
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    rows = randn_rows((3, 2, 5), gens(7, 8, 9))
+    assert rows.shape == (3, 2, 5) and rows.dtype == torch.float32
+    for j, s in enumerate((7, 8, 9)):
+        assert torch.equal(rows[j], torch.randn((1, 2, 5), generator=gens(s)[0])[0])
+    assert torch.equal(randn_rows((2, 2, 5), gens(8, 9)), rows[1:])
+    assert torch.equal(randn_rows((3, 2, 5), gens(7)[0]), torch.randn((3, 2, 5), generator=gens(7)[0]))
+    assert not torch.equal(randn_rows((3, 2, 5), gens(7)[0]), rows)
+    with pytest.raises(ValueError, match="2 generators for 3 rows"):
+        randn_rows((3, 2, 5), gens(7, 8))
 
 
 class Conditioned(torch.nn.Module):

@@ -342,6 +342,22 @@ def test_rollout_has_the_asked_length_and_the_same_seed_gives_the_same_frames(da
     assert batched.shape == (2, 7, 32, 32, 3)
 
 
+def test_each_start_of_a_batch_plays_with_its_own_noise(data):
+    """Start j of a batch draws from a generator seeded seed + j: it plays as it does alone with seed + j, and as
+    it does in a batch without the starts before it, so a moment of the evaluation plays the same whatever else is
+    played beside it (up to the float rounding of batched convolutions)."""
+    model = tiny()
+    context, real = recording_start(data.clips.root, model.cfg, clip=0, split="all")
+    other, _ = recording_start(data.clips.root, model.cfg, clip=1, split="all")
+    actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 5))])
+    starts, held = np.stack([context, other, context]), torch.stack([actions] * 3)
+    frames = rollout(model, starts, held, seed=3)
+    alone = np.stack([rollout(model, starts[j], actions, seed=3 + j) for j in range(3)])
+    assert np.abs(frames.astype(int) - alone).mean() < 0.1
+    assert np.abs(rollout(model, starts[1:], held[1:], seed=4).astype(int) - frames[1:]).mean() < 0.1
+    assert np.abs(frames[0].astype(int) - frames[2]).mean() > 1  # the same start with the next seed differs
+
+
 def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
     """cfg.sample_shift is the rollout's default grid (mariofm.sample.time_grid): a model that carries 0.5 plays
     what rollout(..., shift=0.5) and World(..., shift=0.5) play, and not what the uniform grid does."""
@@ -565,7 +581,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     from mariofm.cli import main
     from mariofm.record import record_clips
     from mariofm.train import train
-    from mariofm.world_eval import print_world_table
+    from mariofm.world_report import print_world_table
 
     data, out = tmp_path / "long", tmp_path / "world.json"
     record_clips(data, clips=2, frames=132, seed=2, levels="1-1", frame_skip=2, progress=False)
@@ -604,6 +620,26 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert "95% interval over the moments n/a" in printed
     assert "8 frames held" in printed and "frames 1-8" not in printed and "frames 9-" not in printed
     assert "moment by moment r =" in printed and "nan" not in printed
+    # the same settings again, set beside the first report: the same moments and noise, so no difference
+    args = ["evaluate", "--world", "--checkpoint", str(run), "--data", str(data), "--num", "2", "--long", "1",
+            "--guidance", "1", "--branches", str(tmp_path / "b.npz"), "--against", str(out)]
+    assert main(args + ["--pairs", "1", "--out", str(tmp_path / "again.json")]) == 0
+    printed, again = capsys.readouterr().out, json.loads((tmp_path / "again.json").read_text())
+    assert again["against"]["base"] == str(out) and f"against {out} (the same moments and noise)" in printed
+    for name in ("right+b", "none"):
+        row = again["against"][name]
+        assert row["speed_ratio"] == row["base_speed_ratio"] == again["buttons"][name]["speed_ratio"]
+        assert (row["difference"], row["difference_ci95"]) == ((None, None) if row["speed_ratio"] is None
+                                                               else (0.0, [0.0, 0.0]))
+    assert main(args + ["--pairs", "2"]) == 2  # other moments: refused before any rollout
+    assert "was scored with --seed 0 --pairs 1: evaluate with those" in capsys.readouterr().err
+    for name in ("right+b", "none"):  # same seed and pairs, other moments: found after the rollouts ...
+        again["buttons"][name]["game_scroll"] = [g + 1 for g in again["buttons"][name]["game_scroll"]]
+    (tmp_path / "other.json").write_text(json.dumps(again))
+    args[-1] = str(tmp_path / "other.json")
+    assert main(args + ["--pairs", "1", "--out", str(tmp_path / "kept.json")]) == 2
+    assert "scored on other moments of the game" in capsys.readouterr().err
+    assert json.loads((tmp_path / "kept.json").read_text())["buttons"]["pairs"] == 1  # ... and the report is kept
 
 
 # ------------------------------------------------------------------------------------------------ the shipped model
