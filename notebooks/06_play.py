@@ -159,7 +159,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance`: $w > 1$ enlarges exactly the
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
-#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1$, one net call per step.
+#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$ (with none held it then stands
+#   nearly as the game stands; with $w = 1$ it crept on).
 # - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid
 #   is $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
 #   Stable Diffusion 3). The shipped model uses $s = 0.5$, the grid 1, 0.6, 0.33, 0.14, 0: more of its steps near
@@ -353,8 +354,8 @@ plt.show()
 # model moves the scene the way the game does, not that it knows the level. The shipped model does not beat it
 # here: its error is above the baseline's from the first frame on, and grows faster — standing still is still the
 # better guess of what these recordings do next. (PSNR, which punishes a few large errors more than many small
-# ones, puts the model 3.4 dB above the baseline one frame ahead in the median over 128 held-out starts but only
-# 1.6 dB in the mean, and below it in the mean from 4 frames on: the baseline is exact where nothing moves and far
+# ones, puts the model 3.5 dB above the baseline one frame ahead in the median over 128 held-out starts but only
+# 1.8 dB in the mean, and below it in the mean from 4 frames on: the baseline is exact where nothing moves and far
 # off where the screen scrolls, the model a little off everywhere.) `python -m mariofm evaluate --world`
 # measures all of this at scale (PSNR at 1, 4, 16, 64 frames on held-out recordings, scroll speed for right + B
 # and for no buttons against the real game, palette over 300 frames); the results are in the model card and
