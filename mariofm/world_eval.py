@@ -22,7 +22,7 @@ Three measurements, each beside a reference that needs no model:
 3. Stability. `long` rollouts of 300 frames with the "random" button policy from held-out starts: palette fidelity
    and frame statistics (brightness, contrast, motion between frames, colours per frame, and the chequered grain
    that sits on the model's patch grid: metrics.grid_grain) of frames 250-300 against frames 1-50, and the same
-   statistics of real frames.
+   statistics of real frames; the in-palette ratio with a 95% interval over the rollouts (`ratio_interval`).
 
 Every rollout here draws its noise per start (mariofm.rollout), so a moment plays the same whatever is played
 beside it. The printed table, and two reports of the same moments set side by side: mariofm.world_report.
@@ -115,21 +115,25 @@ def stopped_below(width: int) -> float:
     return STOPPED * width / 64
 
 
-def ratio_interval(model: np.ndarray, game: np.ndarray, level: float = 0.95, draws: int = 4000,
-                   seed: int = 0) -> list[float] | None:
-    """How sure is a speed ratio sum(model) / sum(game) over N moments? A percentile bootstrap: draw N of the
-    moments with replacement (each drawn moment brings its model and its game scroll), `draws` times, and keep the
-    central `level` of the ratios. Over 32 moments it is wide, as a few walls more or less move the game's sum; it
-    narrows as 1/sqrt(N). Draws in which the game never scrolls have no ratio and are left out; None if all are."""
+def ratio_interval(model: np.ndarray, game: np.ndarray, level: float = 0.95, draws: int = 4000, seed: int = 0,
+                   minus: tuple[np.ndarray, np.ndarray] | None = None) -> list[float] | None:
+    """How sure is a ratio sum(model) / sum(game) over N items (a speed ratio over moments; the 300-frame palette
+    ratio over rollouts)? A percentile bootstrap: draw N of the items with replacement (each drawn item brings its
+    numerator and its denominator), `draws` times, and keep the central `level` of the ratios. Over 32 moments it
+    is wide, as a few walls more or less move the game's sum; it narrows as 1/sqrt(N). `minus` (numerator,
+    denominator) of another ratio over the SAME N items: the interval of the difference of the two, each draw
+    taking the same items for both (paired). Draws whose denominators sum to 0 have no ratio and are left out;
+    None if all are."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(model), (draws, len(model)))
-    game_sums = game[picks].sum(1)
-    scrolls = game_sums > 0
-    ratios = model[picks].sum(1)[scrolls] / game_sums[scrolls]
-    if not len(ratios):
+    pairs = [(model, game)] + ([minus] if minus is not None else [])
+    sums = [(a[picks].sum(1), b[picks].sum(1)) for a, b in pairs]
+    kept = np.logical_and.reduce([b > 0 for _, b in sums])
+    ratios = [a[kept] / b[kept] for a, b in sums]
+    if not kept.any():
         return None
     tail = (1 - level) / 2 * 100
-    return np.percentile(ratios, [tail, 100 - tail]).tolist()
+    return np.percentile(ratios[0] - ratios[1] if minus is not None else ratios[0], [tail, 100 - tail]).tolist()
 
 
 def speed_split(model: np.ndarray, game: np.ndarray, horizon: int, width: int = 64) -> dict:
@@ -222,9 +226,15 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
     made = rollout(model, context, torch.cat([real_bits[:, :k], played], dim=1), seed=seed, **sampling)
     palette, period = real_palette(real), max(model.cfg.patch_size, 2)  # the grid of the model's patches
     first, last = (frame_stats(made[:, a:a + 50], palette, period) for a in (0, 250))
+    # each rollout's in-palette share (the same pixels each, so their mean is the pooled share): the ratio's interval
+    shares = {f"{key}_50": [1 - float(palette_usage(v[None, a:a + 50], palette)[-1]) for v in made]
+              for key, a in (("first", 0), ("last", 250))}
     return dict(rollouts=len(made), frames=frames, policy="random", first_50=first, last_50=last,
                 real_50=frame_stats(real, palette, period), grain_period=period,
-                in_palette_ratio=last["in_palette"] / max(first["in_palette"], 1e-12))
+                in_palette_ratio=last["in_palette"] / max(first["in_palette"], 1e-12),
+                in_palette_ratio_ci95=ratio_interval(np.array(shares["last_50"]), np.array(shares["first_50"]),
+                                                     seed=seed),
+                in_palette_by_rollout=shares)
 
 
 def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,

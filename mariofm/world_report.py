@@ -13,6 +13,10 @@ differs by +0.01 with a paired interval of −0.04 to +0.05, while each ratio al
 (docs/benchmarks.md section 6).
 
     python -m mariofm evaluate --world --seed 1 --pairs 128 --guidance 1.5 --against w1.json
+
+The 300-frame palette ratio (Σ last-50 share / Σ first-50 share over the rollouts) is set beside the base's the
+same way when both played the same starts (`palette_against`): its two denominators differ, so the bootstrap
+draws the same rollouts for both ratios and keeps their difference (world_eval.ratio_interval's `minus`).
 """
 
 from __future__ import annotations
@@ -60,11 +64,13 @@ def print_world_table(report: dict) -> None:
         print(f"  {key:8s} in-palette {r['in_palette']:.3f}  brightness {r['brightness']:.1f}  contrast "
               f"{r['contrast']:.1f}  motion {r['motion']:.2f}  colours {r['colours_per_frame']:.0f}  grid grain "
               f"{r['grid_grain']:.1f}")
-    print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f}")
+    ci = s.get("in_palette_ratio_ci95")  # reports written before it have none
+    print(f"  in-palette ratio, frames 250-300 over 1-50: {s['in_palette_ratio']:.3f} (95% interval over the "
+          f"rollouts {'n/a' if ci is None else f'{ci[0]:.3f}-{ci[1]:.3f}'})")
 
 
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _number(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _interval(row: dict) -> str:
@@ -104,7 +110,8 @@ def read_world_report(path: str | Path, seed: int | None = None, pairs: int | No
 
 def against(report: dict, base: dict) -> dict:
     """Each button set's speed ratio in `report` beside `base`'s, scored over the same moments: both ratios, their
-    difference and its paired 95% interval over the moments (module docstring). A clear error if the moments differ."""
+    difference and its paired 95% interval over the moments (module docstring); the same for the 300-frame palette
+    ratio ("stability", `palette_against`). A clear error if the moments differ."""
     out = {}
     for name in SETS:
         row, other = report["buttons"][name], base["buttons"][name]
@@ -117,16 +124,37 @@ def against(report: dict, base: dict) -> dict:
         out[name] = dict(speed_ratio=row["speed_ratio"], base_speed_ratio=other["speed_ratio"],
                          difference=float(change.sum() / game.sum()) if game.sum() > 0 else None,
                          difference_ci95=ratio_interval(change, game, seed=report["seed"]))
+    out["stability"] = palette_against(report.get("stability", {}), base.get("stability", {}), report["seed"])
     return out
 
 
+def palette_against(run: dict, base: dict, seed: int) -> dict | None:
+    """The 300-frame in-palette ratio beside the base's, over the same starts (the same seed and --long): the
+    difference of Σ last / Σ first between the two, paired over the rollouts. None when either report has no
+    per-rollout shares (written before they were kept) or they played other numbers of rollouts."""
+    a, b = run.get("in_palette_by_rollout"), base.get("in_palette_by_rollout")
+    if a is None or b is None or len(a["first_50"]) != len(b["first_50"]):
+        return None
+    last, first = np.asarray(a["last_50"]), np.asarray(a["first_50"])
+    base_last, base_first = np.asarray(b["last_50"]), np.asarray(b["first_50"])
+    return dict(in_palette_ratio=run["in_palette_ratio"], base_in_palette_ratio=base["in_palette_ratio"],
+                difference=float(last.sum() / first.sum() - base_last.sum() / base_first.sum()),
+                difference_ci95=ratio_interval(last, first, seed=seed, minus=(base_last, base_first)))
+
+
 def print_against(compared: dict, name: str) -> None:
-    print(f"against {name} (the same moments and noise): speed ratio, base, difference (95% paired interval)")
-    for key in SETS:
-        r, ci = compared[key], compared[key]["difference_ci95"]
-        spread = "n/a" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}"
-        difference = "n/a" if r["difference"] is None else f"{r['difference']:+.2f}"
-        print(f"  {key:8s} {_number(r['speed_ratio'])} vs {_number(r['base_speed_ratio'])}: {difference} ({spread})")
+    print(f"against {name} (the same moments, starts and noise): this, base, difference (95% paired interval)")
+    rows = [(f"{key} speed ratio", compared[key], "speed_ratio") for key in SETS]
+    rows.append(("300-frame palette ratio", compared.get("stability"), "in_palette_ratio"))
+    for label, r, key in rows:
+        if r is None:
+            print(f"  {label:25s} n/a (the reports played other numbers of rollouts, or one is older)")
+            continue
+        ci, digits = r["difference_ci95"], 3 if key == "in_palette_ratio" else 2
+        spread = "n/a" if ci is None else f"{ci[0]:+.{digits}f} to {ci[1]:+.{digits}f}"
+        difference = "n/a" if r["difference"] is None else f"{r['difference']:+.{digits}f}"
+        print(f"  {label:25s} {_number(r[key], digits)} vs {_number(r[f'base_{key}'], digits)}: {difference} "
+              f"({spread})")
 
 
-__all__ = ["print_world_table", "write_report", "read_world_report", "against", "print_against"]
+__all__ = ["print_world_table", "write_report", "read_world_report", "against", "palette_against", "print_against"]

@@ -609,6 +609,10 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert stability["rollouts"] == 1 and stability["frames"] == 300
     assert stability["in_palette_ratio"] == stability["last_50"]["in_palette"] / stability["first_50"]["in_palette"]
     assert f"frames 250-300 over 1-50: {stability['in_palette_ratio']:.3f}" in printed and "nan" not in printed
+    shares = stability["in_palette_by_rollout"]  # one rollout: its share is the pooled one, the interval the ratio
+    assert shares["first_50"] == pytest.approx([stability["first_50"]["in_palette"]])
+    assert stability["in_palette_ratio_ci95"] == pytest.approx([stability["in_palette_ratio"]] * 2)
+    assert "(95% interval over the rollouts " in printed
     assert stability["grain_period"] == 2 and f"grid grain {stability['last_50']['grid_grain']:.1f}" in printed
     buttons = report["buttons"]  # the same report as button_scores(horizon=8) would write it: no frames 9+
     buttons["horizon_frames"] = 8
@@ -625,12 +629,13 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
             "--guidance", "1", "--branches", str(tmp_path / "b.npz"), "--against", str(out)]
     assert main(args + ["--pairs", "1", "--out", str(tmp_path / "again.json")]) == 0
     printed, again = capsys.readouterr().out, json.loads((tmp_path / "again.json").read_text())
-    assert again["against"]["base"] == str(out) and f"against {out} (the same moments and noise)" in printed
+    assert again["against"]["base"] == str(out) and f"against {out} (the same moments, starts and noise)" in printed
     for name in ("right+b", "none"):
         row = again["against"][name]
         assert row["speed_ratio"] == row["base_speed_ratio"] == again["buttons"][name]["speed_ratio"]
         assert (row["difference"], row["difference_ci95"]) == ((None, None) if row["speed_ratio"] is None
                                                                else (0.0, [0.0, 0.0]))
+    assert again["against"]["stability"]["difference"] == 0 and "300-frame palette ratio" in printed
     assert main(args + ["--pairs", "2"]) == 2  # other moments: refused before any rollout
     assert "was scored with --seed 0 --pairs 1: evaluate with those" in capsys.readouterr().err
     for name in ("right+b", "none"):  # same seed and pairs, other moments: found after the rollouts ...

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mariofm.world_eval import ratio_interval
-from mariofm.world_report import against, read_world_report
+from mariofm.world_report import against, palette_against, read_world_report
 
 
 def report(model: dict, game: dict, seed: int = 1) -> dict:
@@ -70,3 +70,26 @@ def test_reports_of_other_moments_or_other_files_are_refused_with_what_to_do(tmp
     (tmp_path / "video.json").write_text(json.dumps({"metrics": {}}))
     with pytest.raises(ValueError, match="not a world report"):
         read_world_report(tmp_path / "video.json")
+
+
+def test_the_palette_ratio_is_paired_over_the_same_rollouts_although_its_denominators_differ():
+    rng = np.random.default_rng(1)
+    first, base_first = rng.uniform(0.6, 0.95, 8), rng.uniform(0.6, 0.95, 8)
+    run = dict(in_palette_ratio=0.9, in_palette_by_rollout=dict(first_50=list(first), last_50=list(0.9 * first)))
+    base = dict(in_palette_ratio=0.8,
+                in_palette_by_rollout=dict(first_50=list(base_first), last_50=list(0.8 * base_first)))
+    compared = palette_against(run, base, seed=0)
+    assert compared["difference"] == pytest.approx(0.1)
+    assert compared["difference_ci95"] == pytest.approx([0.1, 0.1])  # every draw: 0.9 − 0.8
+    assert (compared["in_palette_ratio"], compared["base_in_palette_ratio"]) == (0.9, 0.8)
+    shorter = dict(base, in_palette_by_rollout={k: v[:4] for k, v in base["in_palette_by_rollout"].items()})
+    assert palette_against(run, shorter, seed=0) is None  # other starts: not paired
+    assert palette_against(run, {"in_palette_ratio": 0.8}, seed=0) is None  # a report from before the shares
+
+
+def test_a_paired_interval_equals_the_interval_of_the_per_item_change_when_the_denominator_is_shared():
+    rng = np.random.default_rng(2)
+    game, a, b = rng.uniform(0, 40, 32), rng.uniform(0, 40, 32), rng.uniform(0, 40, 32)
+    assert ratio_interval(a, game, minus=(b, game)) == pytest.approx(ratio_interval(a - b, game))
+    low, high = ratio_interval(a, game, minus=(b, rng.uniform(0, 40, 32)))
+    assert low < high and ratio_interval(a, game, minus=(b, np.zeros(32))) is None
