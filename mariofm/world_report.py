@@ -15,8 +15,9 @@ differs by +0.01 with a paired interval of −0.04 to +0.05, while each ratio al
     python -m mariofm evaluate --world --seed 1 --pairs 128 --guidance 1.5 --against w1.json
 
 The 300-frame palette ratio (Σ last-50 share / Σ first-50 share over the rollouts) is set beside the base's the
-same way when both played the same starts (`palette_against`): its two denominators differ, so the bootstrap
-draws the same rollouts for both ratios and keeps their difference (world_eval.ratio_interval's `minus`).
+same way when both played the same starts (`palette_against`). Both differences are one computation
+(`paired_difference`): the bootstrap draws the same moments or rollouts for both ratios and keeps their difference
+(world_eval.ratio_interval's `minus`), whether the two denominators are shared (the game's scroll) or not.
 """
 
 from __future__ import annotations
@@ -120,10 +121,9 @@ def against(report: dict, base: dict) -> dict:
             raise ValueError("the base report was scored on other moments of the game: evaluate both with the same "
                              f"--seed and --pairs (this one: seed {report['seed']}, {len(game)} moments; the base: "
                              f"seed {base.get('seed')}, {len(other.get('game_scroll', []))} moments)")
-        change = np.asarray(row["model_scroll"], dtype=float) - np.asarray(other["model_scroll"], dtype=float)
         out[name] = dict(speed_ratio=row["speed_ratio"], base_speed_ratio=other["speed_ratio"],
-                         difference=float(change.sum() / game.sum()) if game.sum() > 0 else None,
-                         difference_ci95=ratio_interval(change, game, seed=report["seed"]))
+                         **paired_difference((row["model_scroll"], game), (other["model_scroll"], game),
+                                             report["seed"]))
     out["stability"] = palette_against(report.get("stability", {}), base.get("stability", {}), report["seed"])
     return out
 
@@ -135,11 +135,19 @@ def palette_against(run: dict, base: dict, seed: int) -> dict | None:
     a, b = run.get("in_palette_by_rollout"), base.get("in_palette_by_rollout")
     if a is None or b is None or len(a["first_50"]) != len(b["first_50"]):
         return None
-    last, first = np.asarray(a["last_50"]), np.asarray(a["first_50"])
-    base_last, base_first = np.asarray(b["last_50"]), np.asarray(b["first_50"])
     return dict(in_palette_ratio=run["in_palette_ratio"], base_in_palette_ratio=base["in_palette_ratio"],
-                difference=float(last.sum() / first.sum() - base_last.sum() / base_first.sum()),
-                difference_ci95=ratio_interval(last, first, seed=seed, minus=(base_last, base_first)))
+                **paired_difference((a["last_50"], a["first_50"]), (b["last_50"], b["first_50"]), seed))
+
+
+def paired_difference(ratio: tuple, base: tuple, seed: int) -> dict:
+    """Σ num / Σ den of `ratio` minus the same of `base`, both (numerators, denominators) over the same N items, and
+    the 95% interval of that difference drawing the same items for both (world_eval.ratio_interval's `minus`).
+    With a shared denominator (a speed ratio's game scroll) it is the ratio of the per-item change (module
+    docstring). difference None when either denominator sums to 0."""
+    (num, den), (base_num, base_den) = ([np.asarray(v, dtype=float) for v in pair] for pair in (ratio, base))
+    difference = num.sum() / den.sum() - base_num.sum() / base_den.sum() if den.sum() > 0 < base_den.sum() else None
+    return dict(difference=None if difference is None else float(difference),
+                difference_ci95=ratio_interval(num, den, seed=seed, minus=(base_num, base_den)))
 
 
 def print_against(compared: dict, name: str) -> None:
@@ -157,4 +165,5 @@ def print_against(compared: dict, name: str) -> None:
               f"({spread})")
 
 
-__all__ = ["print_world_table", "write_report", "read_world_report", "against", "palette_against", "print_against"]
+__all__ = ["print_world_table", "write_report", "read_world_report", "against", "palette_against", "paired_difference",
+           "print_against"]
