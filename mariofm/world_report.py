@@ -145,8 +145,9 @@ def paired_difference(ratio: tuple, base: tuple, seed: int) -> dict:
     With a shared denominator (a speed ratio's game scroll) it is the ratio of the per-item change (module
     docstring). difference None when either denominator sums to 0."""
     (num, den), (base_num, base_den) = ([np.asarray(v, dtype=float) for v in pair] for pair in (ratio, base))
-    difference = num.sum() / den.sum() - base_num.sum() / base_den.sum() if den.sum() > 0 < base_den.sum() else None
-    return dict(difference=None if difference is None else float(difference),
+    has_ratios = den.sum() > 0 and base_den.sum() > 0
+    difference = float(num.sum() / den.sum() - base_num.sum() / base_den.sum()) if has_ratios else None
+    return dict(difference=difference,
                 difference_ci95=ratio_interval(num, den, seed=seed, minus=(base_num, base_den)))
 
 
