@@ -209,12 +209,14 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
 
 
 def frame_stats(frames: np.ndarray, palette: np.ndarray, period: int) -> dict:
-    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours, and
-    the grain locked to a period×period grid (mariofm.metrics.grid_grain)."""
+    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share (of all pixels, and of each of the N items:
+    the same number of pixels each, so the first is the mean of the others), brightness, contrast, motion,
+    colours, and the grain locked to a period×period grid (mariofm.metrics.grid_grain)."""
     x = frames.astype(np.float32)
     packed = frames.reshape(-1, frames.shape[2] * frames.shape[3], 3).astype(np.int64) @ np.array([65536, 256, 1])
     colours = [len(np.unique(f)) for f in packed]
-    return dict(in_palette=1 - float(palette_usage(frames, palette)[-1]), brightness=float(x.mean()),
+    shares = [1 - float(palette_usage(item[None], palette)[-1]) for item in frames]
+    return dict(in_palette=float(np.mean(shares)), in_palette_by_item=shares, brightness=float(x.mean()),
                 contrast=float(x.std(axis=(2, 3, 4)).mean()), motion=float(np.abs(np.diff(x, axis=1)).mean()),
                 colours_per_frame=float(np.mean(colours)), grid_grain=grid_grain(frames, period))
 
@@ -225,13 +227,13 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
     played = torch.stack([action_bits(policy_actions("random", frames, seed + i)) for i in range(len(context))])
     made = rollout(model, context, torch.cat([real_bits[:, :k], played], dim=1), seed=seed, **sampling)
     palette, period = real_palette(real), max(model.cfg.patch_size, 2)  # the grid of the model's patches
-    first, last = (frame_stats(made[:, a:a + 50], palette, period) for a in (0, 250))
-    # each rollout's in-palette share (the same pixels each, so their mean is the pooled share): the ratio's interval
-    shares = {f"{key}_50": [1 - float(palette_usage(v[None, a:a + 50], palette)[-1]) for v in made]
-              for key, a in (("first", 0), ("last", 250))}
+    first, last, real_50 = (frame_stats(v, palette, period) for v in (made[:, :50], made[:, 250:300], real))
+    shares = {"first_50": first.pop("in_palette_by_item"), "last_50": last.pop("in_palette_by_item")}
+    del real_50["in_palette_by_item"]
     return dict(rollouts=len(made), frames=frames, policy="random", first_50=first, last_50=last,
-                real_50=frame_stats(real, palette, period), grain_period=period,
+                real_50=real_50, grain_period=period,
                 in_palette_ratio=last["in_palette"] / max(first["in_palette"], 1e-12),
+                # the ratio's interval over the rollouts, each bringing its two shares
                 in_palette_ratio_ci95=ratio_interval(np.array(shares["last_50"]), np.array(shares["first_50"]),
                                                      seed=seed),
                 in_palette_by_rollout=shares)

@@ -545,6 +545,20 @@ def test_the_speed_ratios_interval_holds_a_constant_ratio_exactly_and_narrows_as
     assert low < low50 < high50 < high
 
 
+def test_frame_stats_keep_each_items_palette_share_and_their_mean_is_the_share_of_all_pixels():
+    from mariofm.metrics import palette_usage
+    from mariofm.world_eval import frame_stats
+
+    palette = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    frames = np.zeros((3, 2, 4, 4, 3), np.uint8)  # item 0 all on the palette
+    frames[1, :, :2] = 128  # item 1: half its pixels far from both colours
+    frames[2, 0] = 200  # item 2: half its frames (one of two) off the palette
+    frames[2, 1, :1, :1] = 250  # and one pixel near white: on it (within 12 RGB units)
+    stats = frame_stats(frames, palette, period=2)
+    assert stats["in_palette_by_item"] == pytest.approx([1.0, 0.5, 0.5])
+    assert stats["in_palette"] == pytest.approx(1 - palette_usage(frames, palette)[-1]) == pytest.approx(2 / 3)
+
+
 def test_stop_causes_tell_a_wall_from_a_death_and_from_mario_walking_left_of_the_middle():
     from mariofm.world_eval import STAY, speed_by_cause, stop_causes
 
