@@ -36,8 +36,10 @@ def speeds(model, found, frames: int, guidance: float | None, buttons: str = "ri
     real = np.concatenate([found.context, found.frames[:, s]], axis=1)  # the game's frames, those buttons held
     held = action_bits(np.full((len(real), HORIZON), buttons_byte(buttons), np.uint8))
     actions = torch.cat([found.context_actions, held], dim=1)
+    n = len(real)  # frame j of moment i draws its noise from seed j * n + i: no two share a stream, and frame 1
+    # (j = 0) is the free rollout's first frame, made from the same real frames with the same noise
     forced = np.stack([frame_scroll(real[:, j + k - 1], rollout(model, real[:, j:j + k], actions[:, j:j + k + 1],
-                                                                seed=j, guidance=guidance))[:, 0]
+                                                                seed=j * n, guidance=guidance))[:, 0]
                        for j in range(frames)], axis=1)
     free = frame_scroll(found.context[:, -1], rollout(model, found.context, actions[:, :k + frames], seed=0,
                                                       guidance=guidance))
