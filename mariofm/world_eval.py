@@ -209,9 +209,10 @@ def button_scores(model, pairs: int = 32, horizon: int = 32, seed: int = 0, cach
 
 
 def frame_stats(frames: np.ndarray, palette: np.ndarray, period: int) -> dict:
-    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share (of all pixels, and of each of the N items:
-    the same number of pixels each, so the first is the mean of the others), brightness, contrast, motion,
-    colours, and the grain locked to a period×period grid (mariofm.metrics.grid_grain)."""
+    """Statistics of uint8 frames (N, T, H, W, 3): in-palette share, brightness, contrast, motion, colours, and
+    the grain locked to a period×period grid (mariofm.metrics.grid_grain). in_palette_by_item: each item's share,
+    counted on all its pixels up to a million (mariofm.metrics.colour_counts samples above that); in_palette:
+    their mean, the share of all pixels (the items have the same number each) without sampling the whole batch."""
     x = frames.astype(np.float32)
     packed = frames.reshape(-1, frames.shape[2] * frames.shape[3], 3).astype(np.int64) @ np.array([65536, 256, 1])
     colours = [len(np.unique(f)) for f in packed]
