@@ -50,11 +50,11 @@ Each choice and where it comes from:
   matched its mean with w = 1.5; the model before the shipped one played with w = 0.75 < 1, which shrinks the
   buttons' effect (with none held its mean speed came within 30% of the game's, 0.77×), the next (drawn own-frame
   counts, below) played with w = 1.5 (none 0.57× on the report's seed: it slowed sooner than the game's Mario, who
-  coasts), and the shipped one, whose own frames were made on a shifted sampling grid (cfg.sample_shift), plays
+  coasts), and the shipped one, whose own frames were made on a shifted sampling grid (cfg.sample_shift), played
   with w = 1.5 (with none held 0.78× the game's speed over 128 moments of the report's seed; at w = 1 it crept on
   where the game stands, 1.48×; right + B the same at both: two settings over the same moments meet the same
-  rollout noise, mariofm.world_report). No model so far stops where the game's Mario is stopped
-  (mariofm.world_eval.speed_split).
+  rollout noise, mariofm.world_report) and plays with w = 1.25 beside cfg.own_mark = 0.9 (below). No model so far
+  stops where the game's Mario is stopped (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
@@ -91,7 +91,10 @@ Each choice and where it comes from:
   anywhere, where the game's camera stops and where it runs (its frames carry less motion than the game's), and
   its walls stay. The marks are its learnt correction for its own frames: they add about as much motion at a wall
   as in the open, so neither way does it tell the two apart, and (our reading) the redrawing that comes with them
-  is what melts the walls.
+  is what melts the walls. The embedding is linear, so the mark a rollout gives its frames is a dial between the
+  two (cfg.own_mark, a play-time field; 1 as trained): a smaller mark slows the whole rollout, where the game runs
+  and where it stops alike. The shipped model plays with 0.9 (section 6, twentieth: nearer the game's mean speed
+  with right + B, and more of its palette kept over 300 frames).
 - A view of the whole frame (cfg.spatial_attention, mariofm.attention.SpatialAttention; DIAMOND's CS:GO net has
   self-attention at its deepest levels): the scroll is one decision for the frame, and a convolution mostly mixes
   neighbours. Added to the shipped weights and fine-tuned for an hour, it stopped no better where a wall holds

@@ -53,6 +53,7 @@ class Config:
     own_draw: bool = False  # ... each of them makes a number of frames drawn from 1..R (False: always R)
     own_align: bool = False  # ... their target: the real next frame seen from the own last frame's camera
     mark_own: bool = False  # the model is told which context frames are its own (1) and which are real (0)
+    own_mark: float = 1.0  # playing (mark_own): the mark a frame it made gets; 1 as in training, 0 read as real
     moving_weight: float = 0.0  # training: α, the loss weighs 1 + α the pixels the camera does not explain (moving.py)
     moving_from: str = "context"  # ... between the last two context frames, or the frame before and the target
     wall_share: float = 0.0  # training: this share of the windows is drawn again from those where a wall holds Mario
@@ -181,6 +182,10 @@ def validate(cfg: Config) -> None:
     if cfg.mark_own and not cfg.context_frames:
         raise ValueError("config field mark_own=True tells a world model which context frames it made itself: it "
                          "needs context_frames > 0 (or mark_own=False)")
+    if not 0 <= cfg.own_mark <= 1 or (cfg.own_mark != 1 and not cfg.mark_own):
+        raise ValueError(f"config field own_mark={cfg.own_mark!r} is the mark a marked world model's own frames get "
+                         "when it plays: a number in [0, 1] (1 as in training, 0 read as real), and 1 unless "
+                         "mark_own=True")
     if not 0 <= cfg.moving_weight < math.inf or (cfg.moving_weight and not cfg.context_frames):
         raise ValueError(f"config field moving_weight={cfg.moving_weight!r} must be a finite number >= 0, and 0 unless "
                          "context_frames > 0: how much more a world model's loss weighs the pixels the camera does "

@@ -129,6 +129,9 @@ def add_cli(subparsers) -> None:
                    help="--world: button guidance w (default: the model's action_guidance; mariofm.conditioning)")
     p.add_argument("--shift", type=float, default=None,
                    help="--world: the sampler's time grid shift (default: the model's sample_shift; sample.time_grid)")
+    p.add_argument("--own-mark", type=float, default=None,
+                   help="--world: the mark of each frame a marked model makes (default: the model's own_mark; 1 as "
+                   "trained, 0 read as real; rollout.made_by_model)")
     p.add_argument("--against", default=None, metavar="JSON",
                    help="--world: a report of the same --seed and --pairs to set the speed ratios beside, moment by "
                         "moment (mariofm.world_report.against)")
@@ -148,7 +151,7 @@ def _cli(args) -> int:
         base = read_world_report(args.against, args.seed, args.pairs) if args.against else None
         report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
                                 seed=args.seed, steps=args.steps, solver=args.solver, guidance=args.guidance,
-                                shift=args.shift, device=args.device, cache=args.branches)
+                                shift=args.shift, own_mark=args.own_mark, device=args.device, cache=args.branches)
         print_world_table(report)
         try:
             if base is not None:

@@ -61,7 +61,7 @@ def read_report(metrics: str | Path) -> dict:
 
 # how the model is used, not how it was trained: none of them needs other weights (grid_free, config.py: switched on
 # for weights trained without it, the net's change loses its offset per patch place and keeps everything else)
-PLAY_FIELDS = ("sample_steps", "solver", "sample_shift", "play_noise", "action_guidance", "grid_free")
+PLAY_FIELDS = ("sample_steps", "solver", "sample_shift", "play_noise", "action_guidance", "grid_free", "own_mark")
 
 
 def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,
@@ -120,15 +120,16 @@ def write_pair(weights: dict, metadata: dict, out: Path, card: dict) -> dict:
 
 
 # a world report's sampling settings (mariofm.world_eval) and the config fields they are
-REPORT_PLAY = {"steps": "sample_steps", "solver": "solver", "guidance": "action_guidance", "shift": "sample_shift"}
+REPORT_PLAY = {"steps": "sample_steps", "solver": "solver", "guidance": "action_guidance", "shift": "sample_shift",
+               "own_mark": "own_mark"}
 
 
 def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     """Change play-time fields (PLAY_FIELDS) of an exported model in place, for when an evaluation chose other play
     settings after the run folder is gone. The weights stay bit for bit; the config in the file's metadata and the
     card's config, sha256 and `evaluate` change. `metrics` must be a report measured with the new settings: one
-    that does not record a changed field (a world report records steps, solver, guidance and shift) or records
-    another value is refused. The card keeps the trained values in training.config_play_fields. Both files are
+    that does not record a changed field (a world report records steps, solver, guidance, shift and own_mark) or
+    records another value is refused. The card keeps the trained values in training.config_play_fields. Both files are
     renamed into place together, as `export` does."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -147,7 +148,7 @@ def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     if "config" not in metadata:
         raise ValueError(f"--file {file}: its metadata holds no config (files from `mariofm export` do)")
     card = json.loads(card_path.read_text())
-    old = json.loads(metadata["config"])
+    old = Config.from_dict(json.loads(metadata["config"])).to_dict()  # a field newer than the file: its default
     cfg = Config.from_dict({**old, **play}).to_dict()  # validated
     report = read_report(metrics)
     recorded = {field for key, field in REPORT_PLAY.items() if key in report}

@@ -93,20 +93,21 @@ def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
 
-def made_by_model(own: torch.Tensor, new: torch.Tensor | None = None) -> torch.Tensor:
-    """The context's marks (B, K) after one more frame: they move one frame on, the new one is `new` (B, 1), by
-    default 1 (the model made it; own_context also shifts in real frames, 0)."""
-    return torch.cat([own[:, 1:], torch.ones_like(own[:, :1]) if new is None else new], dim=1)
+def made_by_model(own: torch.Tensor, new: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """The context's marks (B, K) after one more frame: they move one frame on, the new one is `new` (B, 1) or one
+    number for all: 1, the model made it (own_context also shifts in real frames, 0; cfg.own_mark plays with less)."""
+    new = new if isinstance(new, torch.Tensor) else torch.full_like(own[:, :1], new)
+    return torch.cat([own[:, 1:], new], dim=1)
 
 
 @torch.no_grad()
 def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | torch.Tensor, *,
             steps: int | None = None, solver: str | None = None, seed: int = 0, guidance: float | None = None,
-            shift: float | None = None, callback=None) -> np.ndarray:
+            shift: float | None = None, own_mark: float | None = None, callback=None) -> np.ndarray:
     """Generate len(actions) − K frames after `context`; see the module docstring for the shapes. `guidance`:
     the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning); `shift`: the
-    sampler's time grid (default: cfg.sample_shift). `seed`: start j's noise comes from its own generator, seeded
-    seed + j.
+    sampler's time grid (default: cfg.sample_shift); `own_mark`: the mark of each frame it makes (default:
+    cfg.own_mark; made_by_model). `seed`: start j's noise comes from its own generator, seeded seed + j.
 
     `callback(i, frames)` (optional) sees each new batch of frames, uint8 (B, H, W, 3), as it is made."""
     k = check_world_model(model)
@@ -128,10 +129,11 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     model.eval()
     ctx, out = _frames_tensor(context, device), []
     own = torch.zeros(context.shape[0], k)  # the context starts real
+    mark = model.cfg.own_mark if own_mark is None else own_mark
     try:
         for i in range(bits.shape[1] - k):
             x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generators, guidance, own, shift)
-            ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own)
+            ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own, mark)
             out.append(_to_uint8(x))
             if callback is not None:
                 callback(i, out[-1])
@@ -182,7 +184,8 @@ class World:
         bits = torch.cat([self.bits, new], dim=1)
         x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance,
                        self.own, self.shift)
-        self.context, self.own = torch.cat([self.context[:, :, 1:], x], dim=2), made_by_model(self.own)
+        self.context = torch.cat([self.context[:, :, 1:], x], dim=2)
+        self.own = made_by_model(self.own, self.model.cfg.own_mark)
         self.bits = bits[:, 1:]
         return _to_uint8(x)[0]
 

@@ -127,8 +127,8 @@ K = cfg.context_frames
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cfg.video_height}x{cfg.video_width} "
       f"at {cfg.fps} fps; K = {K} context frames; played with {cfg.solver} {cfg.sample_steps} steps on a grid "
       f"shifted by {cfg.sample_shift:g} ({nfe(cfg.sample_steps, cfg.solver)} network calls per frame, button "
-      f"guidance {cfg.action_guidance:g}); context noise: U(0, {cfg.context_noise}) "
-      f"in training, {cfg.play_noise} in play")
+      f"guidance {cfg.action_guidance:g}, own frames marked {cfg.own_mark:g}); context noise: "
+      f"U(0, {cfg.context_noise}) in training, {cfg.play_noise} in play")
 
 # %% [markdown]
 # ## What the model reads
@@ -159,7 +159,7 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   $v = v_{unknown} + w\,(v_{buttons} - v_{unknown})$, $w$ = `action_guidance`: $w > 1$ enlarges exactly the
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
-#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.5$ (with none held it then stands
+#   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.25$ (with none held it then stands
 #   nearly as the game stands; with $w = 1$ it crept on).
 # - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid
 #   is $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
@@ -193,7 +193,9 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   shipped model hardly scrolls anywhere, at a wall or in the open, because its frames carry less motion than
 #   the game's, and its walls stay (docs/media/world-stops-as-real.png). Marked as its own, it adds the lost
 #   motion back, about as much at a wall as in the open, and redraws the scene as it goes: neither way does it
-#   tell a wall from open ground.
+#   tell a wall from open ground. The mark is a dial between the two (`own_mark`): the shipped model plays its
+#   frames marked 0.9, which runs a little slower everywhere, nearer the game's mean speed with right + B held,
+#   and keeps more of the palette over 300 frames (docs/benchmarks.md section 6, twentieth).
 # - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
 #   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
 #   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with

@@ -161,6 +161,20 @@ def test_export_file_changes_play_settings_in_place_with_an_evaluation_measured_
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["config_play_fields"] == {"sample_steps": steps} and "against" not in card["evaluate"]
     assert card["config"]["sample_steps"] == load_model(out)[1].sample_steps == steps + 2
+    # a file written before a play field existed: what it played with is that field's default
+    from safetensors.torch import save_file
+
+    with safe_open(out, "pt") as f:
+        meta = f.metadata()
+    older = {k: v for k, v in json.loads(meta["config"]).items() if k != "solver"}
+    save_file(load_file(out), out, metadata={**meta, "config": json.dumps(older)})
+    other = {"euler": "heun", "heun": "euler"}[Config().solver]
+    (tmp_path / "eval.json").write_text(json.dumps({**report, "steps": steps + 2, "solver": other}))
+    assert main(["export", "--file", str(out), "--set", f"solver={other}", "--metrics",
+                 str(tmp_path / "eval.json")]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["config_play_fields"] == {"sample_steps": steps, "solver": Config().solver}
+    assert card["config"]["solver"] == load_model(out)[1].solver == other
 
 
 def test_export_refuses_notes_without_a_value(smoke_run, tmp_path, capsys):

@@ -322,6 +322,38 @@ def test_a_model_told_which_context_frames_are_its_own_reads_the_marks_a_rollout
         world.reset(start, buttons[:K])
 
 
+def test_own_mark_plays_its_frames_with_a_smaller_mark_as_the_mark_weights_scaled_would(mario_clips):
+    from mariofm.rollout import World, made_by_model
+
+    data = NextFrames(mario_clips, K, (32, 32), 2, split="all", progress=False)
+    batch = collate([data[i] for i in (3, 40)])
+    start, buttons = to_uint8(batch["context"][0]), batch["actions"][0, :K].repeat(3, 1)
+    model = marked(tiny()).eval()
+    for p in (model.world.own_embed.weight, model.world.own_embed.bias):
+        torch.nn.init.normal_(p, std=1.0)
+    assert made_by_model(torch.tensor([[0.0, 0, 1, 1]]), 0.5).tolist() == [[0, 1, 1, 0.5]]
+    played = {m: rollout(model, start, buttons, seed=2, own_mark=m) for m in (1.0, 0.5, 0.0)}
+    assert np.array_equal(played[1.0], rollout(model, start, buttons, seed=2))  # cfg.own_mark = 1: as trained
+    assert not np.array_equal(played[0.5], played[1.0]) and not np.array_equal(played[0.0], played[0.5])
+    assert np.array_equal(played[0.0][:1], played[1.0][:1])  # the first frame reads K real frames: marks 0
+    # own_mark 0: its frames read as real, exactly as with the mark weights zeroed (W·0 + b = 0·1 + b)
+    told_real = marked(tiny()).eval()
+    told_real.load_state_dict(model.state_dict())
+    told_real.world.own_embed.weight.data.zero_()
+    assert np.array_equal(rollout(told_real, start, buttons, seed=2), played[0.0])
+    # the play loop reads the config's field
+    half = marked(tiny(), own_mark=0.5).eval()
+    half.load_state_dict(model.state_dict())
+    world = World(half, start, buttons[:K], seed=2)
+    assert np.array_equal(np.stack([world.step(b.numpy()) for b in buttons[K:]]), played[0.5])
+    assert np.array_equal(rollout(half, start, buttons, seed=2), played[0.5])
+    for bad, why in ((1.5, "own_mark=1.5 is the mark"), (-0.1, "own_mark=-0.1 is the mark")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            model.cfg.replace(own_mark=bad)
+    with pytest.raises(ValueError, match="and 1 unless mark_own=True"):
+        tiny().cfg.replace(own_mark=0.5)
+
+
 def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):
     from mariofm.checkpoint import load_model
     from mariofm.train import train

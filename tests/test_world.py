@@ -606,6 +606,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     printed, report = capsys.readouterr().out, json.loads(out.read_text())
     assert report["horizons"]["starts"] == 2 and report["guidance"] == 1.0 and report["steps"] == 2
     assert report["shift"] == 1.0 and "(grid shift 1)" in printed
+    assert report["own_mark"] == 1.0 and "marked" not in printed  # the model's own_mark: as trained
     for h in (1, 4, 16, 64):
         row = report["horizons"][f"h{h}"]
         assert f"{h:>3} frames ahead   {row['psnr_median']:5.1f} / {row['psnr_mean']:5.1f} dB" in printed
@@ -634,8 +635,10 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     for name, key in ((n, k) for n in ("right+b", "none") for k in ("model_px_by_frame", "game_px_by_frame")):
         buttons[name][key] = buttons[name][key][:8]
     del buttons["none"]["speed_ratio_ci95"]  # and from before the interval was kept
+    report["own_mark"] = 0.9  # as if played with --own-mark 0.9
     print_world_table(report)
     printed = capsys.readouterr().out
+    assert "button guidance 1, its own frames marked 0.9" in printed
     assert "95% interval over the moments n/a" in printed
     assert "8 frames held" in printed and "frames 1-8" not in printed and "frames 9-" not in printed
     assert "moment by moment r =" in printed and "nan" not in printed
