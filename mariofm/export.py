@@ -155,9 +155,11 @@ def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     if unrecorded := sorted(set(play) - recorded):
         raise ValueError(f"--metrics {metrics} does not record {unrecorded}: it cannot show what the new setting "
                          f"does, so the card would not describe the file (reports record {sorted(REPORT_PLAY)})")
+    # a world report from before own_mark was recorded: its rollouts marked their frames 1
+    measured = {"own_mark": 1.0, **report} if "guidance" in report else report
     for key, field in REPORT_PLAY.items():
-        if key in report and report[key] != cfg[field]:
-            raise ValueError(f"--metrics {metrics} was measured with {key}={report[key]}, the file would play with "
+        if key in measured and measured[key] != cfg[field]:
+            raise ValueError(f"--metrics {metrics} was measured with {key}={measured[key]}, the file would play with "
                              f"{field}={cfg[field]}: evaluate with the new settings first")
     training = card.setdefault("training", {})
     training["config_play_fields"] = {**{k: old[k] for k in play}, **training.get("config_play_fields", {})}

@@ -73,12 +73,13 @@ class Player:
     """A World plus the buttons held now, the frame shown now, and timings: the play loop without any widgets.
 
     `context` uint8 (K, H, W, 3) and `context_actions` (K bytes or (K, 8) bits) are the real start that reset()
-    returns to. `steps`/`solver`/`guidance` default to the model's config (as played: the world presets' few
-    Euler steps, and its button guidance, mariofm.conditioning).
+    returns to. `steps`/`solver`/`guidance`/`own_mark` default to the model's config (as played: the world presets'
+    few Euler steps, its button guidance, mariofm.conditioning, and the mark of the frames it makes).
     """
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
-                 solver: str | None = None, seed: int = 0, guidance: float | None = None, zoom: int = 4,
+                 solver: str | None = None, seed: int = 0, guidance: float | None = None,
+                 own_mark: float | None = None, zoom: int = 4,
                  fmt: str = "png", keep: int = 900) -> None:
         check_world_model(model)
         if not isinstance(zoom, int) or zoom < 1:
@@ -87,7 +88,7 @@ class Player:
         self.zoom, self.fmt = zoom, fmt
         self.start = (np.array(context), as_bits(context_actions).clone())
         self.world = World(model, self.start[0], self.start[1], steps=steps, solver=solver, seed=seed,
-                           guidance=guidance)
+                           guidance=guidance, own_mark=own_mark)
         self.held: set[str] = set()
         self.history: deque[np.ndarray] = deque(maxlen=keep)  # the last `keep` frames shown, start frame first
         self.reset()

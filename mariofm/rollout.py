@@ -80,7 +80,8 @@ def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor
                own: torch.Tensor | None = None, shift: float | None = None) -> torch.Tensor:
     """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
     `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity. `own` (B, K):
-    1 for each context frame the model made (`made_by_model`; None: all real), for a model with cfg.mark_own.
+    the context frames' marks, 0 for a real frame, the play mark (`made_by_model`, cfg.own_mark) for one the model
+    made; None: all real. Only a model with cfg.mark_own reads them.
     `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid). `generator`: one, or one per
     row (mariofm.sample.randn_rows)."""
     b, c, _, h, w = context.shape
@@ -98,6 +99,12 @@ def made_by_model(own: torch.Tensor, new: torch.Tensor | float = 1.0) -> torch.T
     number for all: 1, the model made it (own_context also shifts in real frames, 0; cfg.own_mark plays with less)."""
     new = new if isinstance(new, torch.Tensor) else torch.full_like(own[:, :1], new)
     return torch.cat([own[:, 1:], new], dim=1)
+
+
+def play_mark(model: torch.nn.Module, own_mark: float | None = None) -> float:
+    """The mark of each frame the model makes as it plays: `own_mark`, checked as the config checks it, or the
+    model's cfg.own_mark."""
+    return model.cfg.own_mark if own_mark is None else model.cfg.replace(own_mark=own_mark).own_mark
 
 
 @torch.no_grad()
@@ -129,7 +136,7 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     model.eval()
     ctx, out = _frames_tensor(context, device), []
     own = torch.zeros(context.shape[0], k)  # the context starts real
-    mark = model.cfg.own_mark if own_mark is None else own_mark
+    mark = play_mark(model, own_mark)
     try:
         for i in range(bits.shape[1] - k):
             x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generators, guidance, own, shift)
@@ -148,8 +155,9 @@ class World:
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
                  solver: str | None = None, seed: int = 0, guidance: float | None = None,
-                 shift: float | None = None) -> None:
+                 shift: float | None = None, own_mark: float | None = None) -> None:
         self.model, self.k = model.eval(), check_world_model(model)
+        self.own_mark = play_mark(model, own_mark)
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
         self.guidance = model.cfg.action_guidance if guidance is None else guidance
         self.shift = model.cfg.sample_shift if shift is None else shift
@@ -185,7 +193,7 @@ class World:
         x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance,
                        self.own, self.shift)
         self.context = torch.cat([self.context[:, :, 1:], x], dim=2)
-        self.own = made_by_model(self.own, self.model.cfg.own_mark)
+        self.own = made_by_model(self.own, self.own_mark)
         self.bits = bits[:, 1:]
         return _to_uint8(x)[0]
 
@@ -266,6 +274,8 @@ def add_cli(subparsers) -> None:
                    help="button guidance w (default: the model's action_guidance; needs action_dropout training)")
     p.add_argument("--shift", type=float, default=None,
                    help="the sampler's time grid shift (default: the model's sample_shift; mariofm.sample.time_grid)")
+    p.add_argument("--own-mark", type=float, default=None,
+                   help="the mark of each frame a marked model makes (default: the model's own_mark; 1 as trained)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
 
@@ -295,7 +305,8 @@ def _cli(args) -> int:
     actions = torch.cat([real[:k], new[:args.frames]])
     begin = time.perf_counter()
     frames = rollout(model, context, actions, steps=args.steps or cfg.sample_steps,
-                     solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance, shift=args.shift)
+                     solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance, shift=args.shift,
+                     own_mark=args.own_mark)
     seconds = time.perf_counter() - begin
     video = np.concatenate([context, frames])  # the real start, then the model's frames
     (write_mp4 if out.suffix == ".mp4" else write_gif)(out, video, cfg.fps)
@@ -304,5 +315,5 @@ def _cli(args) -> int:
     return 0
 
 
-__all__ = ["rollout", "World", "next_frame", "made_by_model", "preview", "policy_actions", "read_actions",
+__all__ = ["rollout", "World", "next_frame", "made_by_model", "play_mark", "preview", "policy_actions", "read_actions",
            "recording_start", "as_bits", "RANDOM_BUTTONS"]

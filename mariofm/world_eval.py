@@ -38,7 +38,7 @@ import torch
 
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.metrics import grid_grain, palette_fidelity, palette_usage, real_palette, scroll_stats
-from mariofm.rollout import check_world_model, policy_actions, rollout
+from mariofm.rollout import check_world_model, play_mark, policy_actions, rollout
 from mariofm.world_data import NextFrames, held_bits
 
 HORIZONS = (1, 4, 16, 64)
@@ -251,7 +251,7 @@ def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: in
     sampling = dict(steps=steps or cfg.sample_steps, solver=solver or cfg.solver,
                     guidance=cfg.action_guidance if guidance is None else guidance,
                     shift=cfg.sample_shift if shift is None else shift,
-                    own_mark=cfg.own_mark if own_mark is None else own_mark)
+                    own_mark=play_mark(model, own_mark))
     report: dict = dict(checkpoint=str(checkpoint or WORLD_SHIPPED), **sampling, seed=seed)
     jobs = (("horizons", horizon_scores, (model, data, num), {}),
             ("buttons", button_scores, (model, pairs), dict(cache=cache)),

@@ -160,7 +160,7 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   part of each step that the buttons cause, $w < 1$ shrinks it, at the price of a second net call per step. $w$
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
 #   early model needed $w = 3$ to move at all; the shipped one plays with $w = 1.25$ (with none held it then stands
-#   nearly as the game stands; with $w = 1$ it crept on).
+#   nearly as the game stands; with $w = 1$ and its frames marked 1 it crept on).
 # - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid
 #   is $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
 #   Stable Diffusion 3). The shipped model uses $s = 0.5$, the grid 1, 0.6, 0.33, 0.14, 0: more of its steps near

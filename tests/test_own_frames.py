@@ -341,17 +341,43 @@ def test_own_mark_plays_its_frames_with_a_smaller_mark_as_the_mark_weights_scale
     told_real.load_state_dict(model.state_dict())
     told_real.world.own_embed.weight.data.zero_()
     assert np.array_equal(rollout(told_real, start, buttons, seed=2), played[0.0])
-    # the play loop reads the config's field
+    # the play loop reads the config's field, or the mark it is given
     half = marked(tiny(), own_mark=0.5).eval()
     half.load_state_dict(model.state_dict())
-    world = World(half, start, buttons[:K], seed=2)
-    assert np.array_equal(np.stack([world.step(b.numpy()) for b in buttons[K:]]), played[0.5])
+    for world in (World(half, start, buttons[:K], seed=2), World(model, start, buttons[:K], seed=2, own_mark=0.5)):
+        assert np.array_equal(np.stack([world.step(b.numpy()) for b in buttons[K:]]), played[0.5])
     assert np.array_equal(rollout(half, start, buttons, seed=2), played[0.5])
     for bad, why in ((1.5, "own_mark=1.5 is the mark"), (-0.1, "own_mark=-0.1 is the mark")):
         with pytest.raises(ValueError, match=re.escape(why)):
             model.cfg.replace(own_mark=bad)
+        with pytest.raises(ValueError, match=re.escape(why)):  # played with it: checked the same way
+            rollout(model, start, buttons, own_mark=bad)
+    unmarked = tiny().eval()
     with pytest.raises(ValueError, match="and 1 unless mark_own=True"):
-        tiny().cfg.replace(own_mark=0.5)
+        unmarked.cfg.replace(own_mark=0.5)
+    with pytest.raises(ValueError, match="and 1 unless mark_own=True"):
+        World(unmarked, start, buttons[:K], own_mark=0.5)
+
+
+def test_export_sets_own_mark_only_with_a_world_report_that_played_it(mario_clips, tmp_path, capsys):
+    from mariofm.cli import main
+    from mariofm.train import train
+
+    run = train(preset("world-smoke", mark_own=True), mario_clips, tmp_path / "run", steps=1, progress=False)
+    out = tmp_path / "w.safetensors"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    cfg = json.loads(out.with_suffix(".json").read_text())["config"]
+    played = {"steps": cfg["sample_steps"], "solver": cfg["solver"], "guidance": cfg["action_guidance"],
+              "shift": cfg["sample_shift"], "horizons": {}, "buttons": {}, "stability": {}}
+    (tmp_path / "before.json").write_text(json.dumps(played))  # a world report from before own_mark was recorded
+    (tmp_path / "marked.json").write_text(json.dumps({**played, "own_mark": 0.9}))
+    args = ["export", "--file", str(out), "--set", "own_mark=0.9", "--metrics"]
+    assert main(args + [str(tmp_path / "before.json")]) == 2  # it cannot show what the mark does
+    assert "does not record ['own_mark']" in capsys.readouterr().err
+    assert main(args + [str(tmp_path / "marked.json")]) == 0
+    assert main(["export", "--file", str(out), "--set", "action_guidance=1", "--metrics",
+                 str(tmp_path / "before.json")]) == 2  # its rollouts marked their frames 1, the file plays 0.9
+    assert "was measured with own_mark=1.0, the file would play with own_mark=0.9" in capsys.readouterr().err
 
 
 def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):
