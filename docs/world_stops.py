@@ -9,7 +9,7 @@ game scrolls less than world_eval.stopped_below(width) px per frame with right +
 Columns: the last real context frame; the model's frames 4, 12 and 32 with right + B held; the game's frames 4, 12
 and 32. Frames are enlarged 2×, nearest neighbour.
 
---read-as-real: the model plays told that every context frame is real (a mark_own model's mark embedding zeroed:
+--read-as-real: the model plays told that every context frame is real (a mark_own model played with own_mark 0:
 marks 0000 at every frame, as at a rollout's first frame), to see what the marks do (docs/benchmarks.md section 6):
 
     python docs/world_stops.py --seed 1 --branches branches_seed1.npz --read-as-real \
@@ -53,16 +53,14 @@ def main() -> None:
     p.add_argument("--read-as-real", action="store_true", help="mark every context frame real (mark_own models)")
     args = p.parse_args()
     model = load_model(args.checkpoint, device="cpu")[0]
-    if args.read_as_real:
-        if model.world is None or model.world.own_embed is None:
-            raise SystemExit(f"{args.checkpoint} reads no marks (it was trained without mark_own)")
-        model.world.own_embed.weight.data.zero_()  # marks · W + b with marks 0: the embedding of a real context
+    if args.read_as_real and not model.cfg.mark_own:
+        raise SystemExit(f"{args.checkpoint} reads no marks (it was trained without mark_own)")
     found, stops = stop_moments(model, args.pairs, args.seed, args.branches)
     rows = stops[:args.rows]
     print(f"{len(stops)} of {args.pairs} moments: the game's camera stops; showing {[int(r) for r in rows]}")
     held = action_bits(np.full((len(rows), HORIZON), buttons_byte("right+b"), np.uint8))
     made = rollout(model, found.context[rows], torch.cat([found.context_actions[rows], held], dim=1),
-                   seed=args.seed)
+                   seed=args.seed, own_mark=0.0 if args.read_as_real else None)  # 0: its frames read as real
     pad = dict(pad_width=((2, 2), (2, 2), (0, 0)), constant_values=255)
     grid = np.concatenate([np.concatenate([np.pad(f, **pad) for f in
                                            [found.context[r, -1], *(made[i, s - 1] for s in SHOWN),
