@@ -38,9 +38,10 @@ from harness import header, pick_device, sync, table
 from mariofm.checkpoint import WORLD_SHIPPED, load_model
 from mariofm.config import preset
 from mariofm.play import Player, PlayUI, encode, upscale
-from mariofm.rollout import World, recording_start
+from mariofm.rollout import World
 from mariofm.sample import nfe
 from mariofm.unet import VideoUNet, count_parameters
+from mariofm.world_data import recording_start
 
 BUTTONS = 0x41  # right + B held throughout: the commonest buttons in the recordings
 

@@ -155,8 +155,8 @@ def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     if unrecorded := sorted(set(play) - recorded):
         raise ValueError(f"--metrics {metrics} does not record {unrecorded}: it cannot show what the new setting "
                          f"does, so the card would not describe the file (reports record {sorted(REPORT_PLAY)})")
-    # a world report from before own_mark was recorded: its rollouts marked their frames 1
-    measured = {"own_mark": 1.0, **report} if "guidance" in report else report
+    # a world report from before shift or own_mark was recorded: its rollouts ran the even grid and marked 1
+    measured = {"shift": 1.0, "own_mark": 1.0, **report} if "guidance" in report else report
     for key, field in REPORT_PLAY.items():
         if key in measured and measured[key] != cfg[field]:
             raise ValueError(f"--metrics {metrics} was measured with {key}={measured[key]}, the file would play with "

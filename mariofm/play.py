@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from mariofm.conditioning import BUTTONS, buttons_byte
-from mariofm.rollout import World, as_bits, check_world_model, recording_start
+from mariofm.rollout import World, as_bits, check_world_model
+from mariofm.world_data import recording_start
 
 KEYS = (("left", "←"), ("right", "→"), ("a", "A"), ("b", "B"))  # the buttons the UI offers, as NES names
 WINDOW = 30  # frames averaged in the rates status() reports
@@ -96,7 +97,7 @@ class Player:
     @classmethod
     def from_recording(cls, model: torch.nn.Module, data: str | Path, clip: int = 0, start: int = 0,
                        split: str = "val", **kwargs) -> Player:
-        """Start from recording `clip` of `data` at recorded frame `start` (mariofm.rollout.recording_start)."""
+        """Start from recording `clip` of `data` at recorded frame `start` (mariofm.world_data.recording_start)."""
         context, actions = recording_start(data, model.cfg, clip, start, split)
         return cls(model, context, actions[:model.cfg.context_frames], **kwargs)
 

@@ -14,7 +14,8 @@ button bits (..., 8) as in training, mariofm.conditioning.action_bits):
 
     from mariofm.checkpoint import WORLD_SHIPPED, load_model
     model, cfg = load_model(WORLD_SHIPPED)     # mariofm/checkpoints/mariofm_world.safetensors
-    context, actions = recording_start("data_video/mario", cfg, clip=0)   # K real frames; real buttons after
+    context, actions = recording_start("data_video/mario", cfg, clip=0)   # mariofm.world_data: K real frames;
+    #   the real buttons after them
     frames = rollout(model, context, actions[:cfg.context_frames + 300], steps=4, solver="euler", seed=0)
     #   context (K, H, W, 3) or (B, K, H, W, 3); actions (K + N,) bytes or (K + N, 8) bits (B first if batched):
     #   the first K are the buttons over the context frames -> frames (N, H, W, 3) or (B, N, H, W, 3)
@@ -219,24 +220,6 @@ def read_actions(path: str | Path) -> np.ndarray:
     return np.array([int(s) if s.isdigit() else buttons_byte(s) for s in lines if s], np.uint8)
 
 
-def recording_start(data: str | Path, cfg, clip: int = 0, start: int = 0,
-                    split: str = "val") -> tuple[np.ndarray, torch.Tensor]:
-    """From recording `clip` of `split` (MarioClips' split) at recorded frame `start`: its K frames at the model's
-    size and stride, uint8 (K, H, W, 3), and the real buttons (as bits (M, 8)) of those K frames and every later
-    kept frame of the clip (M − K more)."""
-    from mariofm.world_data import NextFrames, held_bits
-
-    clips = NextFrames.from_config(cfg, data, split=split, progress=False).clips
-    if not 0 <= clip < len(clips.files):
-        raise ValueError(f"clip={clip}: the {split!r} split of {data} has {len(clips.files)} recordings")
-    frames, k, stride = clips.frames(clip), cfg.context_frames, cfg.frame_stride
-    kept = np.arange(start, len(frames), stride)
-    if len(kept) <= k:
-        raise ValueError(f"start={start} leaves {len(kept)} frames in {clips.files[clip].name}; need more than "
-                         f"K={k}")
-    return np.array(frames[kept[:k]]), held_bits(clips.actions[clip], kept, stride)
-
-
 def preview(model: torch.nn.Module, clips, num: int = 2, frames: int = 24, seed: int = 0) -> np.ndarray:
     """A side-by-side video for the trainer's per-epoch GIF: for the first `num` recordings of `clips` (a
     MarioClips at the model's size and stride), the real frames (left) and a rollout from the same first K frames
@@ -285,6 +268,7 @@ def _cli(args) -> int:
 
     from mariofm.checkpoint import WORLD_SHIPPED, load_model
     from mariofm.video import write_gif, write_mp4
+    from mariofm.world_data import recording_start
 
     if args.frames < 1:
         raise ValueError(f"--frames {args.frames}: ask for at least one frame")
@@ -316,4 +300,4 @@ def _cli(args) -> int:
 
 
 __all__ = ["rollout", "World", "next_frame", "made_by_model", "play_mark", "preview", "policy_actions", "read_actions",
-           "recording_start", "as_bits", "RANDOM_BUTTONS"]
+           "as_bits", "RANDOM_BUTTONS"]

@@ -168,4 +168,20 @@ def training_data(cfg, root: str | Path, split: str = "train", **kwargs) -> Data
     return MarioClips.from_config(cfg, root, split=split, **kwargs)
 
 
-__all__ = ["NextFrames", "NoActionsError", "held_bits", "training_data", "wall_windows"]
+def recording_start(data: str | Path, cfg, clip: int = 0, start: int = 0,
+                    split: str = "val") -> tuple[np.ndarray, torch.Tensor]:
+    """From recording `clip` of `split` (MarioClips' split) at recorded frame `start`: its K frames at the model's
+    size and stride, uint8 (K, H, W, 3), and the real buttons (as bits (M, 8)) of those K frames and every later
+    kept frame of the clip (M − K more)."""
+    clips = NextFrames.from_config(cfg, data, split=split, progress=False).clips
+    if not 0 <= clip < len(clips.files):
+        raise ValueError(f"clip={clip}: the {split!r} split of {data} has {len(clips.files)} recordings")
+    frames, k, stride = clips.frames(clip), cfg.context_frames, cfg.frame_stride
+    kept = np.arange(start, len(frames), stride)
+    if len(kept) <= k:
+        raise ValueError(f"start={start} leaves {len(kept)} frames in {clips.files[clip].name}; need more than "
+                         f"K={k}")
+    return np.array(frames[kept[:k]]), held_bits(clips.actions[clip], kept, stride)
+
+
+__all__ = ["NextFrames", "NoActionsError", "held_bits", "recording_start", "training_data", "wall_windows"]

@@ -359,7 +359,7 @@ def test_own_mark_plays_its_frames_with_a_smaller_mark_as_the_mark_weights_scale
         World(unmarked, start, buttons[:K], own_mark=0.5)
 
 
-def test_export_sets_own_mark_only_with_a_world_report_that_played_it(mario_clips, tmp_path, capsys):
+def test_export_sets_own_mark_and_shift_only_with_a_world_report_that_played_them(mario_clips, tmp_path, capsys):
     from mariofm.cli import main
     from mariofm.train import train
 
@@ -378,6 +378,17 @@ def test_export_sets_own_mark_only_with_a_world_report_that_played_it(mario_clip
     assert main(["export", "--file", str(out), "--set", "action_guidance=1", "--metrics",
                  str(tmp_path / "before.json")]) == 2  # its rollouts marked their frames 1, the file plays 0.9
     assert "was measured with own_mark=1.0, the file would play with own_mark=0.9" in capsys.readouterr().err
+    older = {key: value for key, value in played.items() if key != "shift"}  # from before shift was recorded
+    (tmp_path / "older.json").write_text(json.dumps({**older, "own_mark": 0.9}))
+    assert main(["export", "--file", str(out), "--set", "sample_shift=0.5", "--metrics",
+                 str(tmp_path / "older.json")]) == 2  # it cannot show what the grid does
+    assert "does not record ['sample_shift']" in capsys.readouterr().err
+    (tmp_path / "shifted.json").write_text(json.dumps({**played, "own_mark": 0.9, "shift": 0.5}))
+    assert main(["export", "--file", str(out), "--set", "sample_shift=0.5", "--metrics",
+                 str(tmp_path / "shifted.json")]) == 0
+    assert main(["export", "--file", str(out), "--set", "action_guidance=1", "--metrics",
+                 str(tmp_path / "older.json")]) == 2  # its rollouts ran the even grid, the file plays 0.5
+    assert "was measured with shift=1.0, the file would play with sample_shift=0.5" in capsys.readouterr().err
 
 
 def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):

@@ -11,9 +11,9 @@ import torch
 from mariofm.conditioning import action_bits, buttons_byte
 from mariofm.config import preset
 from mariofm.recordings import NoDataError
-from mariofm.rollout import World, policy_actions, read_actions, recording_start, rollout
+from mariofm.rollout import World, policy_actions, read_actions, rollout
 from mariofm.unet import VideoUNet
-from mariofm.world_data import NextFrames, NoActionsError
+from mariofm.world_data import NextFrames, NoActionsError, recording_start
 
 K = preset("world-smoke").context_frames
 
