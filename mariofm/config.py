@@ -73,6 +73,7 @@ class Config:
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
     sample_shift: float = 1.0  # world model playing: the time grid's shift s (sample.time_grid; < 1: steps near data)
+    sample_renoise: float = 0.0  # ... η, the share of fresh noise each Euler step puts back (sample.sample_renoised)
     fps: int = 30
 
     def __post_init__(self) -> None:
@@ -168,6 +169,11 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config field sample_shift={cfg.sample_shift!r} must be a positive number, and 1 unless "
                          f"context_frames > 0 (it is {cfg.context_frames}): the shift of a world model's sampling "
                          "grid (mariofm.sample.time_grid; 1 = uniform, e.g. 0.5 puts more steps near the data)")
+    if not 0 <= cfg.sample_renoise <= 1 or (cfg.sample_renoise and (not cfg.context_frames or cfg.solver != "euler")):
+        raise ValueError(f"config field sample_renoise={cfg.sample_renoise!r} must lie in [0, 1], and be 0 unless "
+                         f"context_frames > 0 (it is {cfg.context_frames}) and solver='euler' (it is {cfg.solver!r}): "
+                         "the share of fresh noise each Euler step of a world model's sampler puts back "
+                         "(mariofm.sample.sample_renoised; 0 = the ODE)")
     if not isinstance(cfg.own_frames, int) or cfg.own_frames < 0 or (cfg.own_frames and not cfg.context_frames):
         raise ValueError(f"config field own_frames={cfg.own_frames!r} must be an integer >= 0, and 0 unless "
                          f"context_frames > 0 (it is {cfg.context_frames}): how many frames a world model makes "

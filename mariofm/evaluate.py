@@ -132,6 +132,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--own-mark", type=float, default=None,
                    help="--world: the mark of each frame a marked model makes (default: the model's own_mark; 1 as "
                    "trained, 0 read as real; rollout.made_by_model)")
+    p.add_argument("--renoise", type=float, default=None,
+                   help="--world: the share of fresh noise each Euler step puts back (default: the model's "
+                   "sample_renoise; 0 = the ODE; sample.sample_renoised)")
     p.add_argument("--against", default=None, metavar="JSON",
                    help="--world: a report of the same --seed and --pairs to set the speed ratios beside, moment by "
                         "moment (mariofm.world_report.against)")
@@ -151,7 +154,8 @@ def _cli(args) -> int:
         base = read_world_report(args.against, args.seed, args.pairs) if args.against else None
         report = evaluate_world(args.checkpoint, args.data, num=args.num, pairs=args.pairs, long=args.long,
                                 seed=args.seed, steps=args.steps, solver=args.solver, guidance=args.guidance,
-                                shift=args.shift, own_mark=args.own_mark, device=args.device, cache=args.branches)
+                                shift=args.shift, own_mark=args.own_mark, renoise=args.renoise, device=args.device,
+                                cache=args.branches)
         print_world_table(report)
         try:
             if base is not None:

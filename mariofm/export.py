@@ -61,7 +61,8 @@ def read_report(metrics: str | Path) -> dict:
 
 # how the model is used, not how it was trained: none of them needs other weights (grid_free, config.py: switched on
 # for weights trained without it, the net's change loses its offset per patch place and keeps everything else)
-PLAY_FIELDS = ("sample_steps", "solver", "sample_shift", "play_noise", "action_guidance", "grid_free", "own_mark")
+PLAY_FIELDS = ("sample_steps", "solver", "sample_shift", "sample_renoise", "play_noise", "action_guidance", "grid_free",
+               "own_mark")
 
 
 def export(run: str | Path, out: str | Path, *, metrics: str | Path | None = None, notes: dict | None = None,
@@ -121,16 +122,16 @@ def write_pair(weights: dict, metadata: dict, out: Path, card: dict) -> dict:
 
 # a world report's sampling settings (mariofm.world_eval) and the config fields they are
 REPORT_PLAY = {"steps": "sample_steps", "solver": "solver", "guidance": "action_guidance", "shift": "sample_shift",
-               "own_mark": "own_mark"}
+               "renoise": "sample_renoise", "own_mark": "own_mark"}
 
 
 def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     """Change play-time fields (PLAY_FIELDS) of an exported model in place, for when an evaluation chose other play
     settings after the run folder is gone. The weights stay bit for bit; the config in the file's metadata and the
     card's config, sha256 and `evaluate` change. `metrics` must be a report measured with the new settings: one
-    that does not record a changed field (a world report records steps, solver, guidance, shift and own_mark) or
-    records another value is refused. The card keeps the trained values in training.config_play_fields. Both files are
-    renamed into place together, as `export` does."""
+    that does not record a changed field (a world report records steps, solver, guidance, shift, renoise and
+    own_mark) or records another value is refused. The card keeps the trained values in
+    training.config_play_fields. Both files are renamed into place together, as `export` does."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -155,8 +156,8 @@ def set_play(file: str | Path, play: dict, metrics: str | Path) -> dict:
     if unrecorded := sorted(set(play) - recorded):
         raise ValueError(f"--metrics {metrics} does not record {unrecorded}: it cannot show what the new setting "
                          f"does, so the card would not describe the file (reports record {sorted(REPORT_PLAY)})")
-    # a world report from before shift or own_mark was recorded: its rollouts ran the even grid and marked 1
-    measured = {"shift": 1.0, "own_mark": 1.0, **report} if "guidance" in report else report
+    # a world report from before shift, renoise or own_mark was recorded: the even grid, the ODE, marks 1
+    measured = {"shift": 1.0, "renoise": 0.0, "own_mark": 1.0, **report} if "guidance" in report else report
     for key, field in REPORT_PLAY.items():
         if key in measured and measured[key] != cfg[field]:
             raise ValueError(f"--metrics {metrics} was measured with {key}={measured[key]}, the file would play with "

@@ -3,10 +3,11 @@
 A world model (VideoUNet with context_frames = K > 0, mariofm.conditioning) makes ONE next frame from the K frames
 before it and the buttons. A rollout repeats that: each new frame joins the context and the oldest frame leaves it,
 so any length works. Per frame: the context gets the small play_noise (the level the model was told about in
-training), fresh noise x1 is drawn, and `steps` Euler/Heun steps (mariofm.sample) carry it to the frame, which is
-rounded to 8 bits as real frames are. Everything random comes from CPU generators, one per start (start j of a
-batch: seeded `seed + j`): the same seed gives the same frames, and a start plays alone with seed + j as it plays
-in a batch (up to the float rounding of batched convolutions). Neighbouring seeds share streams one start apart
+training), fresh noise x1 is drawn, and `steps` Euler/Heun steps (mariofm.sample; with cfg.sample_renoise > 0,
+Euler steps that put back fresh noise) carry it to the frame, which is rounded to 8 bits as real frames are.
+Everything random comes from CPU generators, one per start (start j of a batch: seeded `seed + j`): the same seed
+gives the same frames, and a start plays alone with seed + j as it plays in a batch (up to the float rounding of
+batched convolutions). Neighbouring seeds share streams one start apart
 (start j + 1 of seed s is start j of seed s + 1): batches meant to be independent take seeds far apart.
 
 The API (frames are uint8 RGB (H, W, 3); buttons are controller bytes, mariofm.nes: RIGHT | B = 0x41, or float
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from mariofm.conditioning import BUTTONS, action_bits, buttons_byte, guided_velocity
-from mariofm.sample import randn_rows, sample
+from mariofm.sample import randn_rows, sample, sample_renoised
 
 # "random" picks among these, each held for 4-30 generated frames (at 15 fps: 0.3-2 s)
 RANDOM_BUTTONS = ("right+b", "right+b", "right", "none", "left", "right+b+a", "right+a", "a", "left+b")
@@ -78,20 +79,27 @@ def check_world_model(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def next_frame(model: torch.nn.Module, context: torch.Tensor, bits: torch.Tensor, steps: int, solver: str,
                generator: torch.Generator | list[torch.Generator], guidance: float | None = None,
-               own: torch.Tensor | None = None, shift: float | None = None) -> torch.Tensor:
+               own: torch.Tensor | None = None, shift: float | None = None,
+               renoise: float | None = None) -> torch.Tensor:
     """One frame: context (B, 3, K, H, W) float, bits (B, K + 1, 8) -> (B, 3, 1, H, W) on the 8-bit grid.
     `guidance` w (default: the model's cfg.action_guidance): mariofm.conditioning.guided_velocity. `own` (B, K):
     the context frames' marks, 0 for a real frame, the play mark (`made_by_model`, cfg.own_mark) for one the model
     made; None: all real. Only a model with cfg.mark_own reads them.
-    `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid). `generator`: one, or one per
-    row (mariofm.sample.randn_rows)."""
+    `shift`: the time grid's (default: cfg.sample_shift; mariofm.sample.time_grid). `renoise` η > 0 (default:
+    cfg.sample_renoise): Euler steps that put back fresh noise (mariofm.sample.sample_renoised). `generator`: one,
+    or one per row (mariofm.sample.randn_rows)."""
     b, c, _, h, w = context.shape
     guidance = model.cfg.action_guidance if guidance is None else guidance
     shift = model.cfg.sample_shift if shift is None else shift
+    renoise = model.cfg.sample_renoise if renoise is None else renoise
+    if renoise and solver != "euler":
+        raise ValueError(f"renoise={renoise} runs Euler steps; got solver={solver!r}: use solver='euler'")
     sigma = model.world.play_noise  # added once per frame: every step sees the same context
     noisy = context + sigma * randn_rows(tuple(context.shape), generator).to(context) if sigma > 0 else context
     x1 = randn_rows((b, c, 1, h, w), generator).to(context.device)
-    x = sample(guided_velocity(model, noisy, bits.to(context.device), guidance, own), x1, steps, solver, shift=shift)
+    velocity = guided_velocity(model, noisy, bits.to(context.device), guidance, own)
+    x = sample_renoised(velocity, x1, steps, renoise, generator, shift=shift) if renoise else \
+        sample(velocity, x1, steps, solver, shift=shift)
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)  # what a real (uint8) frame could be
 
 
@@ -111,11 +119,13 @@ def play_mark(model: torch.nn.Module, own_mark: float | None = None) -> float:
 @torch.no_grad()
 def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | torch.Tensor, *,
             steps: int | None = None, solver: str | None = None, seed: int = 0, guidance: float | None = None,
-            shift: float | None = None, own_mark: float | None = None, callback=None) -> np.ndarray:
+            shift: float | None = None, own_mark: float | None = None, renoise: float | None = None,
+            callback=None) -> np.ndarray:
     """Generate len(actions) − K frames after `context`; see the module docstring for the shapes. `guidance`:
     the buttons' guidance weight w (default: the model's cfg.action_guidance; mariofm.conditioning); `shift`: the
     sampler's time grid (default: cfg.sample_shift); `own_mark`: the mark of each frame it makes (default:
-    cfg.own_mark; made_by_model). `seed`: start j's noise comes from its own generator, seeded seed + j.
+    cfg.own_mark; made_by_model); `renoise`: fresh noise in each step (default: cfg.sample_renoise; next_frame).
+    `seed`: start j's noise comes from its own generator, seeded seed + j.
 
     `callback(i, frames)` (optional) sees each new batch of frames, uint8 (B, H, W, 3), as it is made."""
     k = check_world_model(model)
@@ -140,7 +150,7 @@ def rollout(model: torch.nn.Module, context: np.ndarray, actions: np.ndarray | t
     mark = play_mark(model, own_mark)
     try:
         for i in range(bits.shape[1] - k):
-            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generators, guidance, own, shift)
+            x = next_frame(model, ctx, bits[:, i:i + k + 1], steps, solver, generators, guidance, own, shift, renoise)
             ctx, own = torch.cat([ctx[:, :, 1:], x], dim=2), made_by_model(own, mark)
             out.append(_to_uint8(x))
             if callback is not None:
@@ -156,12 +166,13 @@ class World:
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
                  solver: str | None = None, seed: int = 0, guidance: float | None = None,
-                 shift: float | None = None, own_mark: float | None = None) -> None:
+                 shift: float | None = None, own_mark: float | None = None, renoise: float | None = None) -> None:
         self.model, self.k = model.eval(), check_world_model(model)
         self.own_mark = play_mark(model, own_mark)
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
         self.guidance = model.cfg.action_guidance if guidance is None else guidance
         self.shift = model.cfg.sample_shift if shift is None else shift
+        self.renoise = model.cfg.sample_renoise if renoise is None else renoise
         self.device = next(model.parameters()).device
         self.seed = seed
         self.reset(context, context_actions)
@@ -192,7 +203,7 @@ class World:
         new = as_bits(buttons.reshape(1, -1) if buttons.dtype.kind == "f" else buttons).reshape(1, 1, -1)
         bits = torch.cat([self.bits, new], dim=1)
         x = next_frame(self.model, self.context, bits, self.steps, self.solver, self.generator, self.guidance,
-                       self.own, self.shift)
+                       self.own, self.shift, self.renoise)
         self.context = torch.cat([self.context[:, :, 1:], x], dim=2)
         self.own = made_by_model(self.own, self.own_mark)
         self.bits = bits[:, 1:]
@@ -259,6 +270,8 @@ def add_cli(subparsers) -> None:
                    help="the sampler's time grid shift (default: the model's sample_shift; mariofm.sample.time_grid)")
     p.add_argument("--own-mark", type=float, default=None,
                    help="the mark of each frame a marked model makes (default: the model's own_mark; 1 as trained)")
+    p.add_argument("--renoise", type=float, default=None,
+                   help="the share of fresh noise each Euler step puts back (default: the model's sample_renoise)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cli)
 
@@ -290,7 +303,7 @@ def _cli(args) -> int:
     begin = time.perf_counter()
     frames = rollout(model, context, actions, steps=args.steps or cfg.sample_steps,
                      solver=args.solver or cfg.solver, seed=args.seed, guidance=args.guidance, shift=args.shift,
-                     own_mark=args.own_mark)
+                     own_mark=args.own_mark, renoise=args.renoise)
     seconds = time.perf_counter() - begin
     video = np.concatenate([context, frames])  # the real start, then the model's frames
     (write_mp4 if out.suffix == ".mp4" else write_gif)(out, video, cfg.fps)

@@ -13,6 +13,10 @@ Euler, so 2·steps − 1 evaluations. One Euler step adds an error O(h²), the s
 the order stays 2; and the net is never asked for v at t = 0, an end that training visits rarely (logit-normal t
 almost never). `final_corrector=True` gives textbook Heun, 2 per step, exactly torchdiffeq's "heun2".
 
+`sample_renoised` is the stochastic relative of the Euler solver: each step splits x into the clean sample and
+its noise and puts back a share of that noise drawn afresh (DDIM's η: 0 the ODE, 1 DDPM's ancestral steps). A world
+model plays with it when its cfg.sample_renoise > 0 (mariofm.rollout).
+
 `noise_for` draws the starting noise of a config's clips from a seed; `sample_videos` runs `sample` in batches
 and returns displayable uint8 videos.
 """
@@ -114,6 +118,43 @@ def sample(velocity: Velocity, x1: torch.Tensor, steps: int, solver: str = "heun
                      callback=callback, shift=shift)
 
 
+def sample_renoised(velocity: Velocity, x1: torch.Tensor, steps: int, renoise: float,
+                    generator: torch.Generator | list[torch.Generator] | None = None, *,
+                    shift: float = 1.0) -> torch.Tensor:
+    """Carry noise x1 at t = 1 to a sample at t = 0 with `steps` steps that put back fresh noise: DDIM's η
+    (Song et al. 2021) on the flow's straight path, η = `renoise`.
+
+    At grid time t the velocity splits x into the clean sample and the noise it is made of,
+
+        x̂0 = x − t·v(x, t),   ε̂ = x + (1 − t)·v(x, t)        (so that x = (1 − t)·x̂0 + t·ε̂),
+
+    and the step to the next grid time t' < t rebuilds x with a share c of that noise drawn afresh, z ~ N(0, I)
+    from `generator` (one, or one per row: `randn_rows`):
+
+        x ← (1 − t')·x̂0 + t'·(√(1 − c²)·ε̂ + c·z),   c = η·√(1 − ρ²),   ρ = σ(t')/σ(t),   σ(t) = t/(1 − t)
+
+    σ is the noise-to-signal ratio of x_t = (1 − t)·x0 + t·ε. η = 0 is the Euler step x + (t' − t)·v exactly
+    (`sample` with solver="euler": the ODE, DDIM). η = 1 draws x_t' from q(x_t' | x_t, x0 = x̂0) of the Markov chain
+    that adds independent noise on the way up: DDPM's ancestral step, which as the steps shrink becomes the reverse
+    SDE, a sampler of the same distribution as the ODE. With few steps they differ: fresh noise lets each step
+    correct what the steps before got wrong, rather than carry it along. The step from t = 1 (ρ = 0) renews all of
+    η's share; the last step, to t' = 0 (ρ = 0, t' = 0), returns x̂0."""
+    if not 0.0 <= renoise <= 1.0:
+        raise ValueError(f"renoise={renoise!r} must lie in [0, 1]: DDIM's η, 0 the ODE, 1 DDPM's ancestral steps")
+    _check(steps, "euler")
+    grid, x = time_grid(1.0, 0.0, steps, shift), x1
+    with torch.no_grad():
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            v = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))
+            x0, eps = x - t * v, x + (1 - t) * v
+            rho = t_next * (1 - t) / (t * (1 - t_next))  # σ(t')/σ(t), 0 at t = 1
+            share = renoise * math.sqrt(1 - rho ** 2)
+            if share and t_next > 0:
+                eps = math.sqrt(1 - share ** 2) * eps + share * randn_rows(tuple(x.shape), generator).to(x)
+            x = (1 - t_next) * x0 + t_next * eps
+    return x
+
+
 def noise_for(cfg: Config, num: int, seed: int) -> torch.Tensor:
     """The starting noise x1 ~ N(0, I) of `num` clips, drawn on the CPU so a seed gives the same videos on
     every device."""
@@ -151,4 +192,5 @@ def sample_videos(model: torch.nn.Module, noise: torch.Tensor, steps: int, solve
     return np.concatenate(out)
 
 
-__all__ = ["SOLVERS", "nfe", "time_grid", "solve_ode", "sample", "noise_for", "randn_rows", "sample_videos"]
+__all__ = ["SOLVERS", "nfe", "time_grid", "solve_ode", "sample", "sample_renoised", "noise_for", "randn_rows",
+           "sample_videos"]

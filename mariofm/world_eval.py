@@ -242,8 +242,8 @@ def stability_scores(model, data, num: int = 8, frames: int = 300, seed: int = 0
 
 def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: int = 8, seed: int = 0,
                    steps: int | None = None, solver: str | None = None, guidance: float | None = None,
-                   shift: float | None = None, own_mark: float | None = None, device: str | None = None,
-                   cache: str | Path | None = None) -> dict:
+                   shift: float | None = None, own_mark: float | None = None, renoise: float | None = None,
+                   device: str | None = None, cache: str | Path | None = None) -> dict:
     from mariofm.checkpoint import WORLD_SHIPPED, load_model
 
     model, cfg = load_model(checkpoint or WORLD_SHIPPED, device=device or "cpu")
@@ -251,6 +251,8 @@ def evaluate_world(checkpoint, data, *, num: int = 32, pairs: int = 32, long: in
     sampling = dict(steps=steps or cfg.sample_steps, solver=solver or cfg.solver,
                     guidance=cfg.action_guidance if guidance is None else guidance,
                     shift=cfg.sample_shift if shift is None else shift,
+                    renoise=cfg.replace(sample_renoise=cfg.sample_renoise if renoise is None else renoise,
+                                        solver=solver or cfg.solver).sample_renoise,  # checked before minutes of work
                     own_mark=play_mark(model, own_mark))
     report: dict = dict(checkpoint=str(checkpoint or WORLD_SHIPPED), **sampling, seed=seed)
     jobs = (("horizons", horizon_scores, (model, data, num), {}),

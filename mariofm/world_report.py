@@ -33,9 +33,11 @@ from mariofm.world_eval import CAUSES, EARLY, SETS, ratio_interval
 def print_world_table(report: dict) -> None:
     h, b, s = report["horizons"], report["buttons"], report["stability"]
     mark = report.get("own_mark", 1.0)  # 1: as trained (and what a model without marks reads)
+    renoise = report.get("renoise", 0.0)  # 0: the ODE (reports before the field)
     print(f"world model {report['checkpoint']}: {report['solver']} {report['steps']} steps per frame (grid shift "
           f"{report.get('shift', 1.0):g}), button guidance {report.get('guidance', 1.0):g}"
-          + (f", its own frames marked {mark:g}" if mark != 1 else ""))
+          + (f", its own frames marked {mark:g}" if mark != 1 else "")
+          + (f", {renoise:g} of the noise drawn afresh each step" if renoise else ""))
     print(f"horizons ({h['starts']} held-out starts, real buttons)   PSNR median/mean   baseline      "
           "in-palette (baseline)")
     for key in (k for k in h if k.startswith("h") and k[1:].isdigit()):

@@ -359,7 +359,7 @@ def test_own_mark_plays_its_frames_with_a_smaller_mark_as_the_mark_weights_scale
         World(unmarked, start, buttons[:K], own_mark=0.5)
 
 
-def test_export_sets_own_mark_and_shift_only_with_a_world_report_that_played_them(mario_clips, tmp_path, capsys):
+def test_export_sets_the_play_fields_only_with_a_world_report_that_played_them(mario_clips, tmp_path, capsys):
     from mariofm.cli import main
     from mariofm.train import train
 
@@ -389,6 +389,13 @@ def test_export_sets_own_mark_and_shift_only_with_a_world_report_that_played_the
     assert main(["export", "--file", str(out), "--set", "action_guidance=1", "--metrics",
                  str(tmp_path / "older.json")]) == 2  # its rollouts ran the even grid, the file plays 0.5
     assert "was measured with shift=1.0, the file would play with sample_shift=0.5" in capsys.readouterr().err
+    assert main(["export", "--file", str(out), "--set", "sample_renoise=1", "--metrics",
+                 str(tmp_path / "shifted.json")]) == 2  # a report from before renoise was recorded: the ODE
+    assert "does not record ['sample_renoise']" in capsys.readouterr().err
+    (tmp_path / "renoised.json").write_text(json.dumps({**played, "own_mark": 0.9, "shift": 0.5, "renoise": 1.0}))
+    assert main(["export", "--file", str(out), "--set", "sample_renoise=1", "--metrics",
+                 str(tmp_path / "renoised.json")]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["config"]["sample_renoise"] == 1.0
 
 
 def test_training_marks_only_the_frames_the_model_made(mario_clips, tmp_path):

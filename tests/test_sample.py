@@ -154,3 +154,34 @@ def test_bad_arguments_say_what_is_wrong():
         sample(lambda x, t: x, x1, 4, t_end=1.0)
     with pytest.raises(ValueError, match="returned shape"):
         sample(lambda x, t: x[:, :1], x1, 4)
+
+
+def test_renoised_steps_at_eta_0_are_euler_and_at_eta_1_sample_the_gaussian_as_ddpm_does():
+    """sample_renoised: η = 0 is the Euler ODE; η = 1 (DDPM's ancestral steps) samples the data N(μ, s²) once
+    the steps are small, and puts back noise on each step by ρ = σ(t')/σ(t) (a share 1 on every step, forgetting ε̂
+    whole, would keep only about 0.7 of the spread)."""
+    from mariofm.sample import sample_renoised
+
+    field, x1 = gaussian_velocity(MU, S), _noise(40_000)
+    for shift in (1.0, 0.5):
+        euler = sample(field, x1[:1000], 4, "euler", shift=shift)
+        assert torch.allclose(sample_renoised(field, x1[:1000], 4, 0.0, shift=shift), euler, atol=1e-12)
+    x = sample_renoised(field, x1, 1000, 1.0, torch.Generator().manual_seed(1))
+    assert (x.mean(0) - MU).abs().max() < 0.03 and (x.std(0) / S - 1).abs().max() < 0.015
+    few = sample_renoised(field, x1, 4, 1.0, torch.Generator().manual_seed(1))  # 4 steps: drawn narrower
+    assert (few.mean(0) - MU).abs().max() < 0.03
+    assert (few.std(0) < sample(field, x1, 4, "euler").std(0)).all()
+
+
+def test_renoised_steps_draw_from_the_generator_and_refuse_a_bad_eta():
+    from mariofm.sample import sample_renoised
+
+    field, x1 = gaussian_velocity(MU, S), _noise(4)
+    runs = [sample_renoised(field, x1, 4, 0.5, torch.Generator().manual_seed(seed)) for seed in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    rows = [torch.Generator().manual_seed(j) for j in range(4)]  # one generator per row: rows play alone
+    alone = sample_renoised(field, x1[2:3], 4, 0.5, [torch.Generator().manual_seed(2)])
+    assert torch.allclose(sample_renoised(field, x1, 4, 0.5, rows)[2:3], alone)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+            sample_renoised(field, x1, 4, bad)

@@ -373,6 +373,32 @@ def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
         preset("smoke", sample_shift=0.5)  # a video model's sampler has no such setting
 
 
+def test_the_models_sample_renoise_puts_fresh_noise_in_every_frame_it_plays(data):
+    """cfg.sample_renoise η > 0: each frame's Euler steps put back fresh noise (mariofm.sample.sample_renoised),
+    drawn from the start's own generator: the same seed plays the same frames, the config's η is what rollout and
+    World play by default, η = 0 is the ODE the model played before, and a Heun solver is refused."""
+    model, renoised = tiny(), tiny(sample_renoise=1.0)
+    context, real = recording_start(data.clips.root, model.cfg, clip=0, split="all")
+    actions = torch.cat([real[:K], action_bits(policy_actions("right+b", 3))])
+    frames = rollout(renoised, context, actions, seed=1)
+    assert np.array_equal(frames, rollout(model, context, actions, seed=1, renoise=1.0))
+    assert np.array_equal(frames, rollout(renoised, context, actions, seed=1))  # the same seed, the same frames
+    assert not np.array_equal(frames, rollout(renoised, context, actions, seed=2))
+    assert not np.array_equal(frames, rollout(model, context, actions, seed=1, renoise=0.5))
+    assert np.array_equal(rollout(renoised, context, actions, seed=1, renoise=0.0), rollout(model, context, actions,
+                                                                                             seed=1))
+    assert np.array_equal(np.stack([World(renoised, context, real[:K], seed=1).step(0x41)]), frames[:1])
+    assert np.array_equal(np.stack([World(model, context, real[:K], seed=1, renoise=1.0).step(0x41)]), frames[:1])
+    with pytest.raises(ValueError, match="renoise=1.0 runs Euler steps; got solver='heun'"):
+        rollout(model, context, actions, solver="heun", renoise=1.0)
+    for fields, why in ((dict(sample_renoise=1.5), "must lie in \\[0, 1\\]"), (dict(solver="heun", sample_renoise=0.5),
+                        "solver='euler'")):
+        with pytest.raises(ValueError, match=why):
+            preset("world-smoke", **fields)
+    with pytest.raises(ValueError, match="context_frames > 0"):
+        preset("smoke", solver="euler", sample_renoise=0.5)  # a video model's sampler has no such setting
+
+
 def test_rollout_refuses_bad_inputs():
     model, context = tiny(), np.zeros((K, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="context must be"):
@@ -422,6 +448,10 @@ def test_train_a_world_model_resume_and_roll_it_out_from_the_cli(mario_clips, tm
                  "--out", str(out), "--frames", "5", "--policy", "random"]) == 0
     uniform = iio.imread(out, index=None)  # the model's own grid (s = 1): the same real start, other frames
     assert np.array_equal(shifted[:K], uniform[:K]) and not np.array_equal(shifted[K:], uniform[K:])
+    assert main(["rollout", "--checkpoint", str(whole), "--data", str(mario_clips), "--split", "all",
+                 "--out", str(out), "--frames", "5", "--policy", "random", "--renoise", "1"]) == 0
+    renoised = iio.imread(out, index=None)  # fresh noise in every step: other frames again
+    assert np.array_equal(renoised[:K], uniform[:K]) and not np.array_equal(renoised[K:], uniform[K:])
 
 
 def test_a_model_trained_with_action_dropout_learns_its_unknown_buttons_and_plays_guided(mario_clips, tmp_path):
@@ -607,6 +637,7 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     assert report["horizons"]["starts"] == 2 and report["guidance"] == 1.0 and report["steps"] == 2
     assert report["shift"] == 1.0 and "(grid shift 1)" in printed
     assert report["own_mark"] == 1.0 and "marked" not in printed  # the model's own_mark: as trained
+    assert report["renoise"] == 0.0 and "afresh" not in printed  # the model's sample_renoise: the ODE
     for h in (1, 4, 16, 64):
         row = report["horizons"][f"h{h}"]
         assert f"{h:>3} frames ahead   {row['psnr_median']:5.1f} / {row['psnr_mean']:5.1f} dB" in printed
@@ -635,10 +666,10 @@ def test_evaluate_world_from_the_cli_prints_every_row_and_writes_the_report(tmp_
     for name, key in ((n, k) for n in ("right+b", "none") for k in ("model_px_by_frame", "game_px_by_frame")):
         buttons[name][key] = buttons[name][key][:8]
     del buttons["none"]["speed_ratio_ci95"]  # and from before the interval was kept
-    report["own_mark"] = 0.9  # as if played with --own-mark 0.9
+    report["own_mark"], report["renoise"] = 0.9, 0.5  # as if played with --own-mark 0.9 --renoise 0.5
     print_world_table(report)
     printed = capsys.readouterr().out
-    assert "button guidance 1, its own frames marked 0.9" in printed
+    assert "button guidance 1, its own frames marked 0.9, 0.5 of the noise drawn afresh each step" in printed
     assert "95% interval over the moments n/a" in printed
     assert "8 frames held" in printed and "frames 1-8" not in printed and "frames 9-" not in printed
     assert "moment by moment r =" in printed and "nan" not in printed
