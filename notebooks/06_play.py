@@ -89,12 +89,12 @@ from mariofm.config import preset
 from mariofm.metrics import palette_fidelity, scroll_stats
 from mariofm.play import Player, PlayUI
 from mariofm.recordings import find_or_record, find_videos
-from mariofm.rollout import World, policy_actions, recording_start, rollout
+from mariofm.rollout import World, policy_actions, rollout
 from mariofm.sample import nfe, time_grid
 from mariofm.train import train
 from mariofm.unet import sinusoidal_embedding
 from mariofm.video import video_grid, write_gif, write_mp4
-from mariofm.world_data import NextFrames, held_bits
+from mariofm.world_data import NextFrames, held_bits, recording_start
 from mariofm.world_eval import total_scroll
 from mariofm.world_truth import game_branches
 
