@@ -7,8 +7,8 @@ training), fresh noise x1 is drawn, and `steps` Euler/Heun steps (mariofm.sample
 Euler steps that put back fresh noise) carry it to the frame, which is rounded to 8 bits as real frames are.
 Everything random comes from CPU generators, one per start (start j of a batch: seeded `seed + j`): the same seed
 gives the same frames, and a start plays alone with seed + j as it plays in a batch (up to the float rounding of
-batched convolutions). Neighbouring seeds share streams one start apart
-(start j + 1 of seed s is start j of seed s + 1): batches meant to be independent take seeds far apart.
+batched convolutions). Neighbouring seeds share streams one start apart (start j + 1 of seed s is start j of seed
+s + 1): batches meant to be independent take seeds far apart.
 
 The API (frames are uint8 RGB (H, W, 3); buttons are controller bytes, mariofm.nes: RIGHT | B = 0x41, or float
 button bits (..., 8) as in training, mariofm.conditioning.action_bits):
