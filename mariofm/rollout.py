@@ -231,23 +231,6 @@ def read_actions(path: str | Path) -> np.ndarray:
     return np.array([int(s) if s.isdigit() else buttons_byte(s) for s in lines if s], np.uint8)
 
 
-def preview(model: torch.nn.Module, clips, num: int = 2, frames: int = 24, seed: int = 0) -> np.ndarray:
-    """A side-by-side video for the trainer's per-epoch GIF: for the first `num` recordings of `clips` (a
-    MarioClips at the model's size and stride), the real frames (left) and a rollout from the same first K frames
-    with the real buttons (right), in a grid of `num` rows. uint8 (frames, H', W', 3)."""
-    from mariofm.video import video_grid
-    from mariofm.world_data import held_bits
-
-    k, stride, pairs = check_world_model(model), model.cfg.frame_stride, []
-    for i in range(min(num, len(clips.files))):
-        kept = np.arange(0, len(clips.frames(i)), stride)[:k + frames]
-        real = np.array(clips.frames(i)[kept])
-        made = rollout(model, real[:k], held_bits(clips.actions[i], kept, stride), seed=seed)
-        pairs += [real[k:], made]
-    n = min(len(p) for p in pairs)  # a clip that ended early (a death) is shorter
-    return video_grid(np.stack([p[:n] for p in pairs]), ncols=2)
-
-
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("rollout", help="play a world model from a real recording's first frames",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -312,5 +295,5 @@ def _cli(args) -> int:
     return 0
 
 
-__all__ = ["rollout", "World", "next_frame", "made_by_model", "play_mark", "preview", "policy_actions", "read_actions",
+__all__ = ["rollout", "World", "next_frame", "made_by_model", "play_mark", "policy_actions", "read_actions",
            "as_bits", "RANDOM_BUTTONS"]

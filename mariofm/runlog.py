@@ -6,8 +6,9 @@ metrics.jsonl holds one JSON object per line: a training row every few steps
 
 (`loss` is the mean over the steps since the last row; `loss_by_t` its mean in 10 bins of t, null for an empty
 bin) and an evaluation row after every epoch, {"step": 120, "epoch": 3, "val_loss": 0.39}. After every epoch
-the EMA model also samples clips from fixed noise into sample_epoch{N}.gif and grid_epoch{N}.gif, so the GIFs
-of a run show one set of clips taking shape.
+the EMA model also samples clips from fixed noise into sample_epoch{N}.gif and grid_epoch{N}.gif (a world model:
+rollouts from real first frames with the real buttons, beside the real clips, into rollout_epoch{N}.gif), so the
+GIFs of a run show one set of clips taking shape.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from matplotlib.figure import Figure
 from mariofm.config import Config
 from mariofm.data import collate
 from mariofm.flow import conditioning, loss_by_t, validation_loss
+from mariofm.rollout import check_world_model, rollout
 from mariofm.sample import sample_videos
 from mariofm.video import video_grid, write_gif
+from mariofm.world_data import held_bits
 
 METRICS = "metrics.jsonl"
 LOSS_CURVE = "loss_curve.png"
@@ -108,9 +111,23 @@ def epoch_samples(model: torch.nn.Module, cfg: Config, noise: torch.Tensor, devi
     return sample_videos(model, noise, cfg.sample_steps, cfg.solver, device=device, cond=cond)
 
 
+def epoch_rollouts(model: torch.nn.Module, clips, num: int = 2, frames: int = 24, seed: int = 0) -> np.ndarray:
+    """A world model's clips shown after every epoch: for the first `num` recordings of `clips` (a MarioClips at
+    the model's size and stride), the real frames (left) and a rollout from the same first K frames with the real
+    buttons (right), in a grid of `num` rows. uint8 (frames, H', W', 3)."""
+    k, stride, pairs = check_world_model(model), model.cfg.frame_stride, []
+    for i in range(min(num, len(clips.files))):
+        kept = np.arange(0, len(clips.frames(i)), stride)[:k + frames]
+        real = np.array(clips.frames(i)[kept])
+        made = rollout(model, real[:k], held_bits(clips.actions[i], kept, stride), seed=seed)
+        pairs += [real[k:], made]
+    n = min(len(p) for p in pairs)  # a clip that ended early (a death) is shorter
+    return video_grid(np.stack([p[:n] for p in pairs]), ncols=2)
+
+
 class EpochEvaluation:
     """After an epoch: samples from the EMA model with fixed noise (comparable across epochs and runs) as
-    sample_epoch{N}.gif / grid_epoch{N}.gif (a world model: rollout_epoch{N}.gif, mariofm.rollout.preview), and
+    sample_epoch{N}.gif / grid_epoch{N}.gif (a world model: rollout_epoch{N}.gif, epoch_rollouts), and
     the validation loss at a fixed t grid with fixed noise."""
 
     def __init__(self, cfg: Config, held_out, out: Path, dev: torch.device, log: MetricsLog, clips: int = 16):
@@ -126,10 +143,8 @@ class EpochEvaluation:
         """Write epoch `epoch`'s GIFs and log its validation loss (at `step`); return the loss."""
         cfg, batch = self.cfg, dict(self.batch)
         if cfg.context_frames:  # a world model: real (left) beside a rollout with the real buttons (right)
-            from mariofm.rollout import preview
-
-            write_gif(self.out / f"rollout_epoch{epoch}.gif", preview(model, self.held_out.clips, seed=cfg.seed),
-                      cfg.fps)
+            rollouts = epoch_rollouts(model, self.held_out.clips, seed=cfg.seed)
+            write_gif(self.out / f"rollout_epoch{epoch}.gif", rollouts, cfg.fps)
         else:
             videos = epoch_samples(model, cfg, self.noise, self.dev, batch)
             write_gif(self.out / f"sample_epoch{epoch}.gif", videos[0], cfg.fps)
@@ -142,4 +157,4 @@ class EpochEvaluation:
 
 
 __all__ = ["METRICS", "LOSS_CURVE", "NUM_SAMPLES", "read_metrics", "MetricsLog", "plot_losses", "epoch_samples",
-           "EpochEvaluation"]
+           "epoch_rollouts", "EpochEvaluation"]
