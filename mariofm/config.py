@@ -73,7 +73,7 @@ class Config:
     sample_steps: int = 50
     solver: str = "heun"  # "heun" or "euler"
     sample_shift: float = 1.0  # world model playing: the time grid's shift s (sample.time_grid; < 1: steps near data)
-    sample_renoise: float = 0.0  # ... η, the share of fresh noise each Euler step puts back (sample.sample_renoised)
+    sample_renoise: float = 0.0  # world model playing: η, fresh noise put back per Euler step (sample.sample_renoised)
     fps: int = 30
 
     def __post_init__(self) -> None:

@@ -75,7 +75,8 @@ class Player:
 
     `context` uint8 (K, H, W, 3) and `context_actions` (K bytes or (K, 8) bits) are the real start that reset()
     returns to. `steps`/`solver`/`guidance`/`own_mark` default to the model's config (as played: the world presets'
-    few Euler steps, its button guidance, mariofm.conditioning, and the mark of the frames it makes).
+    few Euler steps, its button guidance, mariofm.conditioning, and the mark of the frames it makes); the time
+    grid's shift and the sampler's fresh noise are the config's (sample_shift, sample_renoise).
     """
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,

@@ -14,9 +14,10 @@ The API (frames are uint8 RGB (H, W, 3); buttons are controller bytes, mariofm.n
 button bits (..., 8) as in training, mariofm.conditioning.action_bits):
 
     from mariofm.checkpoint import WORLD_SHIPPED, load_model
+    from mariofm.world_data import recording_start
     model, cfg = load_model(WORLD_SHIPPED)     # mariofm/checkpoints/mariofm_world.safetensors
-    context, actions = recording_start("data_video/mario", cfg, clip=0)   # mariofm.world_data: K real frames;
-    #   the real buttons after them
+    context, actions = recording_start("data_video/mario", cfg, clip=0)   # K real frames, the real
+    #   buttons after them
     frames = rollout(model, context, actions[:cfg.context_frames + 300], steps=4, solver="euler", seed=0)
     #   context (K, H, W, 3) or (B, K, H, W, 3); actions (K + N,) bytes or (K + N, 8) bits (B first if batched):
     #   the first K are the buttons over the context frames -> frames (N, H, W, 3) or (B, N, H, W, 3)
@@ -172,7 +173,8 @@ class World:
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
         self.guidance = model.cfg.action_guidance if guidance is None else guidance
         self.shift = model.cfg.sample_shift if shift is None else shift
-        self.renoise = model.cfg.sample_renoise if renoise is None else renoise
+        renoise = model.cfg.sample_renoise if renoise is None else renoise
+        self.renoise = model.cfg.replace(solver=self.solver, sample_renoise=renoise).sample_renoise  # checked now
         self.device = next(model.parameters()).device
         self.seed = seed
         self.reset(context, context_actions)

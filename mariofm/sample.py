@@ -64,6 +64,15 @@ def time_grid(t_start: float, t_end: float, steps: int, shift: float = 1.0) -> l
     return (t_end + (t_start - t_end) * shift * u / (1 + (shift - 1) * u)).tolist()
 
 
+def _velocity_at(velocity: Velocity, x: torch.Tensor, t: float) -> torch.Tensor:
+    """velocity(x, t) with one t per sample, checked to have x's shape."""
+    out = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))
+    if out.shape != x.shape:
+        raise ValueError(f"the velocity returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
+                         "it must return a tensor of its input's shape")
+    return out
+
+
 def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float, steps: int,
               solver: str = "heun", *, final_corrector: bool = True, progress: bool = False,
               callback: Callable[[int, float, torch.Tensor], None] | None = None, shift: float = 1.0) -> torch.Tensor:
@@ -77,22 +86,15 @@ def solve_ode(velocity: Velocity, x: torch.Tensor, t_start: float, t_end: float,
     _check(steps, solver)
     grid = time_grid(t_start, t_end, steps, shift)
 
-    def v(x: torch.Tensor, t: float) -> torch.Tensor:
-        out = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))  # one t per sample
-        if out.shape != x.shape:
-            raise ValueError(f"the velocity returned shape {tuple(out.shape)} for input {tuple(x.shape)}; "
-                             "it must return a tensor of its input's shape")
-        return out
-
     # a `with` block rather than a @torch.no_grad() decorator: mutmut skips decorated functions (docs/testing.md)
     with torch.no_grad():
         if callback is not None:
             callback(0, grid[0], x)
         for i in tqdm(range(steps), desc=f"{solver} {t_start:g}→{t_end:g}", disable=not progress, leave=False):
             t, h = grid[i], grid[i + 1] - grid[i]
-            slope = v(x, t)
-            if solver == "heun" and (final_corrector or i < steps - 1):
-                slope = (slope + v(x + h * slope, grid[i + 1])) / 2  # average with the slope at the Euler guess
+            slope = _velocity_at(velocity, x, t)
+            if solver == "heun" and (final_corrector or i < steps - 1):  # average with the slope at the Euler guess
+                slope = (slope + _velocity_at(velocity, x + h * slope, grid[i + 1])) / 2
             x = x + h * slope
             if callback is not None:
                 callback(i + 1, grid[i + 1], x)
@@ -145,7 +147,7 @@ def sample_renoised(velocity: Velocity, x1: torch.Tensor, steps: int, renoise: f
     grid, x = time_grid(1.0, 0.0, steps, shift), x1
     with torch.no_grad():
         for t, t_next in zip(grid[:-1], grid[1:]):
-            v = velocity(x, torch.full(x.shape[:1], t, dtype=x.dtype, device=x.device))
+            v = _velocity_at(velocity, x, t)
             x0, eps = x - t * v, x + (1 - t) * v
             rho = t_next * (1 - t) / (t * (1 - t_next))  # σ(t')/σ(t), 0 at t = 1
             share = renoise * math.sqrt(1 - rho ** 2)

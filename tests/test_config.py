@@ -279,6 +279,21 @@ def test_the_sampling_grids_shift_is_positive_and_for_a_world_model(shift, k):
     assert Config(sample_shift=1.0).sample_shift == 1.0  # a video model keeps the uniform grid
 
 
+@pytest.mark.parametrize("eta, changes", [(-0.1, {}), (1.01, {}), (float("nan"), {}), (0.5, dict(solver="heun")),
+                                          (0.5, dict(context_frames=0, sequence_length=8))])
+def test_fresh_noise_in_the_sampler_is_a_share_for_a_world_models_euler_steps(eta, changes):
+    fields = {**WORLD, "solver": "euler", **changes}
+    with pytest.raises(ValueError, match=message(f"config field sample_renoise={eta!r} must lie in [0, 1], and be 0 "
+                                                 f"unless context_frames > 0 (it is {fields['context_frames']}) and "
+                                                 f"solver='euler' (it is {fields['solver']!r}): the share of fresh "
+                                                 "noise each Euler step of a world model's sampler puts back "
+                                                 "(mariofm.sample.sample_renoised; 0 = the ODE)")):
+        Config(**fields, sample_renoise=eta)
+    for ok in (0.0, 0.01, 1.0):
+        assert Config(**WORLD, solver="euler", sample_renoise=ok).sample_renoise == ok
+    assert Config(**WORLD, solver="heun").sample_renoise == 0.0  # the ODE needs no Euler steps
+
+
 # --- training on the model's own frames (mariofm/own_frames.py) -------------------------------------------
 @pytest.mark.parametrize("r, k", [(-1, 4), (1, 0), (1.0, 4)])
 def test_own_frames_are_a_whole_number_for_a_world_model(r, k):
@@ -306,6 +321,17 @@ def test_only_a_world_model_is_told_which_context_frames_are_its_own():
                                                  "mark_own=False)")):
         Config(mark_own=True)
     assert Config(**WORLD, mark_own=True).mark_own
+
+
+@pytest.mark.parametrize("mark, mark_own", [(-0.1, True), (1.01, True), (float("nan"), True), (0.9, False)])
+def test_the_play_mark_is_a_number_in_0_1_and_1_unless_the_model_reads_marks(mark, mark_own):
+    with pytest.raises(ValueError, match=message(f"config field own_mark={mark!r} is the mark a marked world model's "
+                                                 "own frames get when it plays: a number in [0, 1] (1 as in "
+                                                 "training, 0 read as real), and 1 unless mark_own=True")):
+        Config(**WORLD, mark_own=mark_own, own_mark=mark)
+    for ok in (0.0, 0.5, 1.0):
+        assert Config(**WORLD, mark_own=True, own_mark=ok).own_mark == ok
+    assert Config(**WORLD).own_mark == 1.0
 
 
 @pytest.mark.parametrize("field, text", [

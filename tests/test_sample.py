@@ -185,3 +185,30 @@ def test_renoised_steps_draw_from_the_generator_and_refuse_a_bad_eta():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
             sample_renoised(field, x1, 4, bad)
+    with pytest.raises(ValueError, match="returned shape"):  # checked as sample checks it
+        sample_renoised(lambda x, t: x[:, :1], x1, 4, 0.5)
+
+
+def test_renoised_steps_by_value_as_the_docstring_writes_them():
+    """Three steps on the uniform grid 1, 2/3, 1/3, 0 written out by hand: x̂0 = x − t·v, ε̂ = x + (1 − t)·v,
+    ε̂ ← √(1 − c²)·ε̂ + c·z with c = η·√(1 − ρ²), ρ = σ(t')/σ(t), σ(t) = t/(1 − t) (ρ = 0 from t = 1), x ← (1 − t')·x̂0
+    + t'·ε̂; no fresh noise on the last step (its t' = 0 keeps no noise) and none at all when η = 0."""
+    from mariofm.sample import sample_renoised
+
+    field, x1, eta = gaussian_velocity(MU, S), _noise(8), 0.7
+    g, x = torch.Generator().manual_seed(3), x1
+    for t, t_next in ((1.0, 2 / 3), (2 / 3, 1 / 3), (1 / 3, 0.0)):
+        v = field(x, torch.full((8,), t, dtype=x.dtype))
+        x0, eps = x - t * v, x + (1 - t) * v
+        if t_next > 0:
+            rho = 0.0 if t == 1 else (t_next / (1 - t_next)) / (t / (1 - t))
+            c = eta * (1 - rho ** 2) ** 0.5
+            eps = (1 - c ** 2) ** 0.5 * eps + c * torch.randn(x.shape, generator=g)
+        x = (1 - t_next) * x0 + t_next * eps
+    drawn = torch.Generator().manual_seed(3)
+    assert torch.allclose(sample_renoised(field, x1, 3, eta, drawn), x, atol=1e-12)
+    assert torch.equal(drawn.get_state(), g.get_state())  # two draws: none on the last step
+    untouched = torch.Generator().manual_seed(3)
+    euler = sample_renoised(field, x1, 3, 0.0, untouched)  # η = 0 draws nothing, and the default grid is uniform
+    assert torch.equal(untouched.get_state(), torch.Generator().manual_seed(3).get_state())
+    assert torch.allclose(euler, sample(field, x1, 3, "euler"), atol=1e-12)

@@ -391,6 +391,9 @@ def test_the_models_sample_renoise_puts_fresh_noise_in_every_frame_it_plays(data
     assert np.array_equal(np.stack([World(model, context, real[:K], seed=1, renoise=1.0).step(0x41)]), frames[:1])
     with pytest.raises(ValueError, match="renoise=1.0 runs Euler steps; got solver='heun'"):
         rollout(model, context, actions, solver="heun", renoise=1.0)
+    for bad, why in ((dict(solver="heun", renoise=1.0), "solver='euler'"), (dict(renoise=1.5), "\\[0, 1\\]")):
+        with pytest.raises(ValueError, match=why):  # when the World is made, not at its first step
+            World(model, context, real[:K], **bad)
     for fields, why in ((dict(sample_renoise=1.5), "must lie in \\[0, 1\\]"), (dict(solver="heun", sample_renoise=0.5),
                         "solver='euler'")):
         with pytest.raises(ValueError, match=why):
