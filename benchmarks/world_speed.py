@@ -6,6 +6,7 @@ frame's time goes.
     python benchmarks/world_speed.py --preset world-gpu        # untrained weights of a preset (speed only), e.g.
                                                                # 240x256 on a GPU
     python benchmarks/world_speed.py --quick --data <clips>    # a tiny untrained world-smoke net, few frames
+    python benchmarks/world_speed.py --preset world-gpu --device cuda --bf16   # the same frames under bf16 autocast
 
 Every frame starts from real recorded frames (the context of `--clip` of `--data`) and is made as in play
 (mariofm.rollout.World.step at batch 1): play_noise on the K context frames, `steps` Euler steps of the net, the
@@ -21,7 +22,8 @@ so that a burst of load on a shared machine slows them alike. The breakdown, a r
 others, splits played frames into the net's forward calls (timed by forward hooks inside World.step), the rest of
 World.step (noise draws, the sampler's arithmetic, rounding, shifting the context), upscaling and encoding; and
 the torch operators that take the net's time are listed (torch.profiler, self CPU time). Not measured: sending
-the image to the browser and painting it.
+the image to the browser and painting it. Play runs in fp32; `--bf16` times every row under bf16 autocast instead,
+to show what lower precision would buy (a measurement only: neither World nor notebook 06 uses autocast).
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ class Breakdown:
 
     def parts(self) -> list[tuple[str, float]]:
         net, rest, up, png, n = (statistics.median(column) for column in zip(*self.rows))
+        h, w = self.model.cfg.video_height, self.model.cfg.video_width
         return [(f"net forward calls ({n:.0f} per frame)", net),
                 ("rest of World.step: noise draws, sampler arithmetic, rounding, context shift", rest),
-                ("upscale x4 (nearest)", up), ("encode PNG (x4: 240x256 for 60x64 frames)", png)]
+                ("upscale x4 (nearest)", up), (f"encode PNG (x4: {4 * h}x{4 * w} for {h}x{w} frames)", png)]
 
 
 def top_ops(model: torch.nn.Module, inputs: tuple, calls: int) -> list[dict]:
@@ -143,6 +146,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="a tiny untrained world-smoke net, 4 frames per row")
+    parser.add_argument("--bf16", action="store_true", help="time every row under bf16 autocast (play runs fp32)")
     args = parser.parse_args()
     if args.quick:
         args.preset, args.frames, args.warmup, args.rounds, args.steps = args.preset or "world-smoke", 4, 1, 2, [1, 2]
@@ -182,7 +186,9 @@ def main() -> int:
 
     cases["PlayUI tick (play loop + widget updates)", cfg.sample_steps] = ui_tick
     split = cases["breakdown", 0] = Breakdown(model, start, played, dev)  # a row of its own table, below
-    seconds = interleaved(cases, args.frames, args.warmup, args.rounds, dev)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+        seconds = interleaved(cases, args.frames, args.warmup, args.rounds, dev)
+        ops = top_ops(model, net_inputs(model, dev), max(2, args.frames // 4)) if dev.type == "cpu" else []
     del seconds["breakdown", 0]
     split.rows = split.rows[args.warmup:]
     image_kb = {f"play loop: step + x{z} + {f.upper()}": len(p.render(p.frame)) / 1e3 for (f, z), p in players.items()}
@@ -200,7 +206,8 @@ def main() -> int:
 
     goal = next(r for r in rows if r["what"].endswith("(as played)"))
     note = (f"Model: {source}, {count_parameters(model) / 1e6:.2f}M parameters, {cfg.video_height}x{cfg.video_width}, "
-            f"K={cfg.context_frames}, played with {cfg.solver} {cfg.sample_steps} steps; start: clip {args.clip} of "
+            f"K={cfg.context_frames}, played with {cfg.solver} {cfg.sample_steps} steps, "
+            f"{'under bf16 autocast' if args.bf16 else 'fp32'}; start: clip {args.clip} of "
             f"{args.data}; buttons right + B; medians of {args.frames} frames per row after {args.warmup} warm-up, "
             f"the rows taking turns in {args.rounds} rounds")
     print("\n" + header("World model speed: model alone and the play loop", dev, load0, note))

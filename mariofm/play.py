@@ -76,14 +76,17 @@ class Player:
     `context` uint8 (K, H, W, 3) and `context_actions` (K bytes or (K, 8) bits) are the real start that reset()
     returns to. `steps`/`solver`/`guidance`/`own_mark` default to the model's config (as played: the world presets'
     few Euler steps, its button guidance, mariofm.conditioning, and the mark of the frames it makes); the time
-    grid's shift and the sampler's fresh noise are the config's (sample_shift, sample_renoise).
+    grid's shift and the sampler's fresh noise are the config's (sample_shift, sample_renoise). `zoom` defaults to
+    about the NES screen's 240 rows: x4 for 60x64 frames, x1 for 240x256 (a x4 PNG of those costs as much as the net).
     """
 
     def __init__(self, model: torch.nn.Module, context: np.ndarray, context_actions, *, steps: int | None = None,
                  solver: str | None = None, seed: int = 0, guidance: float | None = None,
-                 own_mark: float | None = None, zoom: int = 4,
+                 own_mark: float | None = None, zoom: int | None = None,
                  fmt: str = "png", keep: int = 900) -> None:
         check_world_model(model)
+        if zoom is None:  # PNG time grows as zoom²
+            zoom = max(1, round(240 / model.cfg.video_height))
         if not isinstance(zoom, int) or zoom < 1:
             raise ValueError(f"zoom={zoom!r} must be a positive integer (4 shows 60x64 frames at 240x256)")
         encode(np.zeros((1, 1, 3), np.uint8), fmt)  # a bad fmt fails here, not on the first frame

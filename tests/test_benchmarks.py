@@ -137,8 +137,12 @@ def test_data_pipeline_measures_every_stage(pipeline_rows: list[dict[str, str]])
         assert (fps - 0.5) / (need + 0.5) - 0.05 <= ratio <= (fps + 0.5) / (need - 0.5) + 0.05, row
 
 
-def test_world_speed_times_model_and_play_loop_and_splits_a_frame(mario_clips: Path):
-    rows, parts, ops = tables(run_script("world_speed.py", "--quick", "--threads", "1", "--data", str(mario_clips)))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_world_speed_times_model_and_play_loop_and_splits_a_frame(mario_clips: Path, precision: str):
+    flags = ["--bf16"] if precision == "bf16" else []
+    text = run_script("world_speed.py", "--quick", "--threads", "1", "--data", str(mario_clips), *flags)
+    assert f"steps, {'under bf16 autocast' if flags else 'fp32'}; start" in text  # the header says which it timed
+    rows, parts, ops = tables(text)
     kinds = [r["what"] for r in rows]
     assert "model alone (as played)" in kinds and "PlayUI tick (play loop + widget updates)" in kinds
     assert sum(k.startswith("play loop") for k in kinds) == 3

@@ -4,12 +4,16 @@ scroll the view more than holding nothing (the shipped model: 23 px against 1 px
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
 from mariofm.checkpoint import WORLD_SHIPPED, load_model
+from mariofm.config import preset
 from mariofm.metrics import scroll_stats
 from mariofm.play import Player, PlayUI, encode, upscale
+from mariofm.unet import VideoUNet
 from mariofm.world_data import NextFrames
 
 
@@ -88,3 +92,15 @@ def test_the_timer_stop_button_and_bad_settings(model, mario_clips):
         Player(model, player.start[0], player.start[1], fmt="gif")
     with pytest.raises(ValueError, match="not a world model"):
         Player(load_model()[0], player.start[0], player.start[1])
+
+
+@pytest.mark.parametrize("size, zoom", [((60, 64), 4), ((120, 128), 2), ((240, 256), 1)])
+def test_the_default_zoom_shows_about_the_nes_screen(size, zoom):
+    """Without `zoom`, a frame is shown near the NES screen's 240 rows: a x4 PNG of a 240x256 frame would take as
+    long to encode as the net's four calls on a GPU (docs/benchmarks.md section 7)."""
+    torch.manual_seed(0)
+    cfg = preset("world-smoke", video_height=size[0], video_width=size[1])
+    context = np.zeros((cfg.context_frames, *size, 3), np.uint8)
+    player = Player(VideoUNet(cfg).eval(), context, [0] * cfg.context_frames)
+    shown = cv2.imdecode(np.frombuffer(player.render(player.frame), np.uint8), cv2.IMREAD_COLOR)
+    assert player.zoom == zoom and shown.shape == (zoom * size[0], zoom * size[1], 3)
