@@ -202,7 +202,6 @@ def main() -> int:
     parts = split.parts()
     total = sum(s for _, s in parts)
     parts_rows = [dict(part=p, ms=1e3 * s, share=s / total) for p, s in parts]
-    ops = top_ops(model, net_inputs(model, dev), max(2, args.frames // 4)) if dev.type == "cpu" else []
 
     goal = next(r for r in rows if r["what"].endswith("(as played)"))
     note = (f"Model: {source}, {count_parameters(model) / 1e6:.2f}M parameters, {cfg.video_height}x{cfg.video_width}, "
