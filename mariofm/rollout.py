@@ -172,9 +172,10 @@ class World:
         self.own_mark = play_mark(model, own_mark)
         self.steps, self.solver = steps or model.cfg.sample_steps, solver or model.cfg.solver
         self.guidance = model.cfg.action_guidance if guidance is None else guidance
-        self.shift = model.cfg.sample_shift if shift is None else shift
+        shift = model.cfg.sample_shift if shift is None else shift
         renoise = model.cfg.sample_renoise if renoise is None else renoise
-        self.renoise = model.cfg.replace(solver=self.solver, sample_renoise=renoise).sample_renoise  # checked now
+        checked = model.cfg.replace(solver=self.solver, sample_shift=shift, sample_renoise=renoise)  # now, not later
+        self.shift, self.renoise = checked.sample_shift, checked.sample_renoise
         self.device = next(model.parameters()).device
         self.seed = seed
         self.reset(context, context_actions)

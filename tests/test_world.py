@@ -369,6 +369,8 @@ def test_the_models_sample_shift_sets_the_grid_of_every_frame_it_plays(data):
     assert not np.array_equal(frames, rollout(model, context, actions, seed=1))
     assert np.array_equal(np.stack([World(shifted, context, real[:K], seed=1).step(0x41)]), frames[:1])
     assert np.array_equal(np.stack([World(model, context, real[:K], seed=1, shift=0.5).step(0x41)]), frames[:1])
+    with pytest.raises(ValueError, match="sample_shift=0.0 must be a positive number"):
+        World(model, context, real[:K], shift=0.0)  # when the World is made, not at its first step
     with pytest.raises(ValueError, match="sample_shift=0.5 .* context_frames > 0"):
         preset("smoke", sample_shift=0.5)  # a video model's sampler has no such setting
 
