@@ -47,14 +47,15 @@ Each choice and where it comes from:
   PSNR unchanged at every horizon; each net call runs on a doubled batch (1.4× the time per frame). w is a play-time
   setting (`export --set action_guidance=...`), so it is chosen again for each model, on evaluation starts of their
   own (`evaluate --world --seed 1`): a model trained on its own frames ran 1.57× the game's speed with w = 3 and
-  matched its mean with w = 1.5; the model before the shipped one played with w = 0.75 < 1, which shrinks the
+  matched its mean with w = 1.5; the stage-4 model played with w = 0.75 < 1, which shrinks the
   buttons' effect (with none held its mean speed came within 30% of the game's, 0.77×), the next (drawn own-frame
   counts, below) played with w = 1.5 (none 0.57× on the report's seed: it slowed sooner than the game's Mario, who
-  coasts), and the shipped one, whose own frames were made on a shifted sampling grid (cfg.sample_shift), played
+  coasts), and the stage-6 model, whose own frames were made on a shifted sampling grid (cfg.sample_shift), played
   with w = 1.5 (with none held 0.78× the game's speed over 128 moments of the report's seed; at w = 1 it crept on
   where the game stands, 1.48×; right + B the same at both: two settings over the same moments meet the same
-  rollout noise, mariofm.world_report) and plays with w = 1.25 beside cfg.own_mark = 0.9 (below). No model so far
-  stops where the game's Mario is stopped (mariofm.world_eval.speed_split).
+  rollout noise, mariofm.world_report) and played with w = 1.25 beside cfg.own_mark = 0.9 (below). The shipped
+  model, 1.5 times as wide and trained on a GPU, plays with w = 1: one net call per step (section 6, twenty-third).
+  No model so far stops where the game's Mario is stopped (mariofm.world_eval.speed_split).
 - Its own frames in training (cfg.own_frames, mariofm.own_frames.own_context — the data, not this module). Context
   noise did not teach the model to correct its drift (for the model before, play noise 0.05–0.2 was worse than
   none: its own errors are softness and lost motion, not Gaussian noise), and a model trained on real contexts
@@ -83,21 +84,22 @@ Each choice and where it comes from:
   own_frames = 2 only the last two marks are ever 1 in training, always together: it learnt one switch, and the
   second frame of a rollout, 0001, was a state never trained. cfg.own_draw draws each sample's number of own frames
   from 1..R, so every state a rollout passes through is trained (0001, 0011, 0111, 1111 with R = 4; all four
-  columns of the embedding move). The shipped model (55 min more with own_frames = 4 drawn, on recordings with the
-  player's push mood, mariofm.player.PUSH) keeps +3.4 dB one step ahead and 87% of its palette share over 300
+  columns of the embedding move). A later model (55 min more with own_frames = 4 drawn, on recordings with the
+  player's push mood, mariofm.player.PUSH) kept +3.4 dB one step ahead and 87% of its palette share over 300
   frames (docs/benchmarks.md section 6). The one-step numbers are from a real context, marks 0000: only a
   rollout's first frame reads that.
-  What the marks do (same section): told that all its frames are real (marks 0), the shipped model barely scrolls
+  What the marks do (same section): told that all its frames are real (marks 0), that model barely scrolled
   anywhere, where the game's camera stops and where it runs (its frames carry less motion than the game's), and
-  its walls stay. The marks are its learnt correction for its own frames: they add about as much motion at a wall
+  its walls stayed. The marks are its learnt correction for its own frames: they add about as much motion at a wall
   as in the open, so neither way does it tell the two apart, and (our reading) the redrawing that comes with them
   is what melts the walls. The embedding is linear, so the mark a rollout gives its frames is a dial between the
   two (cfg.own_mark, a play-time field; 1 as trained): a smaller mark slows the whole rollout, where the game runs
-  and where it stops alike. The shipped model plays with 0.9 (section 6, twentieth: nearer the game's mean speed
-  with right + B, and more of its palette kept over 300 frames).
+  and where it stops alike. The model shipped before played with 0.9 (section 6, twentieth: nearer the game's mean
+  speed with right + B, and more of its palette kept over 300 frames); the shipped one plays with 1, as trained
+  (twenty-third: 0.9 slowed it where the game runs too, further from the game).
 - A view of the whole frame (cfg.spatial_attention, mariofm.attention.SpatialAttention; DIAMOND's CS:GO net has
   self-attention at its deepest levels): the scroll is one decision for the frame, and a convolution mostly mixes
-  neighbours. Added to the shipped weights and fine-tuned for an hour, it stopped no better where a wall holds
+  neighbours. Added to the weights shipped then and fine-tuned for an hour, it stopped no better where a wall holds
   Mario than an hour without it (docs/benchmarks.md section 6). The model melts the wall within a second of play,
   and we think that, not its view, is why it runs on there. The shipped model has none.
 - x0-prediction (cfg.prediction="x0", mariofm.flow.velocity_from_x0): the net outputs the clean next frame, which is
