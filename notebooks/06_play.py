@@ -148,7 +148,7 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   U(0, \sigma_{max})$, and $\sigma$ is a further input (embedded and added like the buttons). In play the
 #   context is the model's own output, slightly off; having learnt to read noisy contexts, the model corrects
 #   small errors instead of compounding them. A small level may be added in play (`play_noise`); the shipped
-#   model plays with none, the better setting for the model before it (exercise 2 checks it on this one).
+#   model plays with none, the better setting for an earlier model (exercise 2 checks it on this one).
 # - **x0-prediction, as a change of the last frame.** The net outputs the clean frame $\hat x_0$, and the velocity
 #   is derived: $v = (x_t - \hat x_0)/\max(t, t_{min})$. With `frame_residual` (the world presets),
 #   $\hat x_0$ = the last context frame (as the net sees it, noise included) + the net's output: an untrained net
@@ -162,22 +162,22 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   is a play-time setting, chosen for each model on evaluation starts of their own (the model card says how): an
 #   early model needed $w = 3$ to move at all; the model shipped before this one played with $w = 1.25$; the
 #   shipped one plays with $w = 1$, one net call per step (with none held its camera then moves about as far
-#   as the game's; with $w = 1.25$ it moved 0.7 times as far).
-# - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid
-#   is $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
+#   as the game's; with $w = 1.25$ it moved 0.7 times as far, on the tuning moments).
+# - **Where the steps go.** The 4 Euler steps need not be evenly spaced in $t$: with `sample_shift` $s$ the grid is
+#   $t = s\,u / (1 + (s - 1)\,u)$ for $u$ = 1, ¾, ½, ¼, 0 (`mariofm.sample.time_grid`, the "timestep shift" of
 #   Stable Diffusion 3). The shipped model uses $s = 0.5$, the grid 1, 0.6, 0.33, 0.14, 0: more of its steps near
-#   the data. Measured, the shift is a speed dial: a lower $s$ scrolls less everywhere. Played on a grid it was not
-#   trained on, its picture left the game's palette over 300 frames; the shipped model made its own training
-#   frames (the next point) on this grid, and keeps it. With right + B held it runs near the game's mean speed, but not
-#   moment by moment: slower than the game where Mario runs free, and on where a pipe, a staircase or a pit stops the
-#   game's Mario; it also slows sooner than the game's Mario when the buttons are released (he coasts) (`evaluate
-#   --world` prints all three; docs/benchmarks.md section 6). Recordings in which the player runs into walls without
-#   jumping (`record --push`) made a model before it run on there less, not stop. Look at what that model drew there
-#   (docs/media/world-stops-shift.png): with right + B held it shifted the scene, the wall started to melt by frame 12
-#   and was gone by frame 32; a wall it no longer draws cannot stop it. The shipped model keeps a staircase in place
-#   longer, then loses it too (docs/media/world-wider.png). Self-attention over the whole frame (`spatial_attention`),
-#   which lets every place see Mario and the wall, did not change that, and neither did 8 context frames instead of 4.
-#   Why it runs on there is in the point on its marks below.
+#   the data. Measured on the model before it, the shift is a speed dial: a lower $s$ scrolls less everywhere, and
+#   played on a grid it was not trained on, its picture left the game's palette over 300 frames; the shipped model
+#   made its own training frames (the next point) on this grid, and keeps it. With right + B held it runs near the
+#   game's mean speed, but not moment by moment: slower than the game where Mario runs free, and on where a pipe, a
+#   staircase or a pit stops the game's Mario; it also slows sooner than the game's Mario when the buttons are
+#   released (he coasts) (`evaluate --world` prints all three; docs/benchmarks.md section 6). Recordings in which
+#   the player runs into walls without jumping (`record --push`) made a model before it run on there less, not stop.
+#   Look at what that model drew there (docs/media/world-stops-shift.png): with right + B held it shifted the scene,
+#   the wall started to melt by frame 12 and was gone by frame 32; a wall it no longer draws cannot stop it. The
+#   shipped model keeps a staircase in place longer, then loses it too (docs/media/world-wider.png). Self-attention
+#   over the whole frame (`spatial_attention`), which lets every place see Mario and the wall, did not change that,
+#   and neither did 8 context frames instead of 4. Why it runs on there is in the point on its marks below.
 # - **Its own frames in training.** When it plays, the model reads frames it made itself, a little softer than
 #   the recording. A model trained on real contexts only read that softness as "Mario slows down" and stopped the
 #   camera within a few frames. The shipped model was trained on real contexts first, then fine-tuned with some
@@ -198,8 +198,8 @@ print(f"{sum(p.numel() for p in model.parameters()):,} parameters; frames of {cf
 #   added the lost motion back, about as much at a wall as in the open, and redrew the scene as it went: neither
 #   way did it tell a wall from open ground. The mark is a dial between the two (`own_mark`): the model before
 #   played its frames marked 0.9, which ran a little slower everywhere. The shipped model plays them marked 1, as
-#   it was trained: marked 0.9 it ran slower where the game runs, further from the game (docs/benchmarks.md
-#   section 6, twentieth and twenty-third).
+#   it was trained: on the tuning moments it met every goal with 0.9 too, and 1 kept a little more of the palette
+#   over 300 frames (docs/benchmarks.md section 6, twentieth and twenty-third).
 # - **No pattern on the patch grid.** The net works on 2×2 patches of pixels, each place of a patch with its own
 #   output channel, and its change is added to the last frame again and again: an offset between the 4 places of
 #   a fraction of a colour level grew into a chequer over a few hundred frames. The shipped model plays with
@@ -412,7 +412,7 @@ for told, mark in (("real", 0.0), ("its own", 1.0)):
     print(f"told the context is {told:>7}: mean |model − real next frame| = {error:.2f}")
 print("this model reads the marks" if cfg.mark_own else "this model was trained without mark_own: it ignores them")
 # Told "its own", a marked model is further from the real frame (1.7 dB lower PSNR one frame ahead on average over
-# 128 starts for the model before the shipped one, docs/benchmarks.md): it has learnt to correct its own frames,
+# 128 starts for the first marked model, docs/benchmarks.md): it has learnt to correct its own frames,
 # which a real context does not need.
 
 # %% [markdown]
